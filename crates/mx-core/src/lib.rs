@@ -13,7 +13,7 @@ pub use dns::{Answer, Failure, Outcome, QType, Question, Record, RecordData};
 pub use domain::{Target, normalize_dns_name, normalize_domain, parse_target};
 pub use error::CoreError;
 pub use policy::{IpStrategy, Policy, StaticRoute};
-pub use resolution::Resolution;
+pub use resolution::{Resolution, reshuffle};
 pub use route::{Attempt, Code, Diagnostic, Exchanger, Level, Reply, Route, Status, Unusable};
 
 /// Compute a route from a table of ready outcomes (a question missing from it counts as a

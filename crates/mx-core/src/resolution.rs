@@ -312,6 +312,7 @@ impl<'p> Resolution<'p> {
                     host.clone()
                 },
                 addresses: Vec::new(),
+                port: self.policy.smtp_port,
                 usable: false,
                 unusable: Some(Unusable::NullMx),
             })
@@ -420,18 +421,13 @@ impl<'p> Resolution<'p> {
             );
         }
 
-        // Step 6: sort by preference, shuffle inside each preference.
-        exchangers.sort_by_key(|(e, _)| e.preference);
-        for group in exchangers.chunk_by_mut(|a, b| a.0.preference == b.0.preference) {
-            group.shuffle(rng);
-        }
-
         let any_usable = exchangers.iter().any(|(e, _)| e.usable);
         let any_tempfail = exchangers
             .iter()
             .filter(|(e, _)| local_pref.is_none_or(|p| e.preference < p))
             .any(|(_, t)| *t);
-        let exchangers: Vec<Exchanger> = exchangers.into_iter().map(|(e, _)| e).collect();
+        let mut exchangers: Vec<Exchanger> = exchangers.into_iter().map(|(e, _)| e).collect();
+        order_exchangers(&mut exchangers, rng);
         if !any_usable {
             let status = if any_tempfail {
                 Status::Tempfail
@@ -445,14 +441,16 @@ impl<'p> Resolution<'p> {
             return route;
         }
 
-        let port_of = |host: &str| {
-            exchange
-                .candidates
-                .iter()
-                .find(|c| c.host == host)
-                .map_or(self.policy.smtp_port, |c| c.port)
-        };
-        let attempts = self.attempts(&exchangers, port_of);
+        let (attempts, cut) = build_attempts(&exchangers, self.policy.mx_address_limit);
+        if cut > 0 {
+            self.note(
+                Code::AddressLimit,
+                format!(
+                    "{cut} address(es) beyond the limit of {} left out (one kept per preference level)",
+                    self.policy.mx_address_limit.max(1)
+                ),
+            );
+        }
         Route {
             domain: self.domain,
             status: Status::Ok,
@@ -557,51 +555,11 @@ impl<'p> Resolution<'p> {
             preference: c.preference,
             host: c.host.clone(),
             addresses,
+            port: c.port,
             usable: unusable.is_none(),
             unusable,
         };
         (exchanger, tempfailed)
-    }
-
-    /// Step 9: attempts in order, cut at the limit, but one address kept for every level.
-    fn attempts(
-        &mut self,
-        exchangers: &[Exchanger],
-        port_of: impl Fn(&str) -> u16,
-    ) -> Vec<Attempt> {
-        let all: Vec<Attempt> = exchangers
-            .iter()
-            .filter(|e| e.usable)
-            .flat_map(|e| {
-                e.addresses.iter().map(|ip| Attempt {
-                    preference: e.preference,
-                    host: e.host.clone(),
-                    ip: *ip,
-                    port: port_of(&e.host),
-                })
-            })
-            .collect();
-        let limit = self.policy.mx_address_limit.max(1);
-        let mut keep: Vec<bool> = (0..all.len()).map(|i| i < limit).collect();
-        let mut levels_kept: BTreeSet<u16> = all.iter().take(limit).map(|a| a.preference).collect();
-        for (i, attempt) in all.iter().enumerate() {
-            if levels_kept.insert(attempt.preference) {
-                keep[i] = true;
-            }
-        }
-        let cut = keep.iter().filter(|k| !**k).count();
-        if cut > 0 {
-            self.note(
-                Code::AddressLimit,
-                format!(
-                    "{cut} address(es) beyond the limit of {limit} left out (one kept per preference level)"
-                ),
-            );
-        }
-        all.into_iter()
-            .zip(keep)
-            .filter_map(|(a, k)| k.then_some(a))
-            .collect()
     }
 
     // --- helpers ---------------------------------------------------------------------------
@@ -638,6 +596,7 @@ impl<'p> Resolution<'p> {
                 preference: 0,
                 host: host.clone(),
                 addresses: vec![ip],
+                port,
                 usable: true,
                 unusable: None,
             }],
@@ -681,6 +640,54 @@ impl<'p> Resolution<'p> {
     /// RFC 2308: a negative answer without an SOA must not be cached at all.
     fn use_negative_ttl(&mut self, negative_ttl: Option<u32>) {
         self.use_ttl(negative_ttl.unwrap_or(0).min(self.policy.negative_ttl_cap));
+    }
+}
+
+/// Step 6: sort by preference, shuffle uniformly inside each preference.
+fn order_exchangers(exchangers: &mut [Exchanger], rng: &mut dyn RngCore) {
+    exchangers.sort_by_key(|e| e.preference);
+    for group in exchangers.chunk_by_mut(|a, b| a.preference == b.preference) {
+        group.shuffle(rng);
+    }
+}
+
+/// Step 9: attempts in order, cut at the limit, but one address kept for every preference
+/// level so a multi-homed primary never starves the backup. Returns how many were cut.
+fn build_attempts(exchangers: &[Exchanger], limit: usize) -> (Vec<Attempt>, usize) {
+    let all: Vec<Attempt> = exchangers
+        .iter()
+        .filter(|e| e.usable)
+        .flat_map(|e| {
+            e.addresses.iter().map(|ip| Attempt {
+                preference: e.preference,
+                host: e.host.clone(),
+                ip: *ip,
+                port: e.port,
+            })
+        })
+        .collect();
+    let limit = limit.max(1);
+    let mut keep: Vec<bool> = (0..all.len()).map(|i| i < limit).collect();
+    let mut levels_kept: BTreeSet<u16> = all.iter().take(limit).map(|a| a.preference).collect();
+    for (i, attempt) in all.iter().enumerate() {
+        if levels_kept.insert(attempt.preference) {
+            keep[i] = true;
+        }
+    }
+    let cut = keep.iter().filter(|k| !**k).count();
+    let attempts = all
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(a, k)| k.then_some(a))
+        .collect();
+    (attempts, cut)
+}
+
+/// Give a route taken from a cache the fresh shuffle that step 6 asks of every route.
+pub fn reshuffle(route: &mut Route, policy: &Policy, rng: &mut dyn RngCore) {
+    order_exchangers(&mut route.exchangers, rng);
+    if route.status == Status::Ok && !route.attempts.is_empty() {
+        route.attempts = build_attempts(&route.exchangers, policy.mx_address_limit).0;
     }
 }
 

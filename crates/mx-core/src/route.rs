@@ -229,6 +229,8 @@ pub struct Exchanger {
     /// Host name without trailing dot; "." for a null MX.
     pub host: String,
     pub addresses: Vec<IpAddr>,
+    /// SMTP port the attempts at this exchanger use.
+    pub port: u16,
     pub usable: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unusable: Option<Unusable>,

@@ -1,0 +1,172 @@
+//! [`DnsClient`] on hickory-resolver: UDP with TCP fallback, timeouts, and its errors told apart.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError as HickoryDnsError, NetError};
+use hickory_resolver::{Resolver, TokioResolver};
+use mx_core::{Answer, Failure, Outcome, QType, Question, Record, RecordData, normalize_dns_name};
+
+use crate::client::{BoxFuture, DnsClient};
+use crate::error::DnsError;
+
+/// Where questions go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Nameservers {
+    /// The system's resolvers (`/etc/resolv.conf`).
+    System,
+    /// These servers, tried in order (UDP, TCP when an answer is truncated).
+    Explicit(Vec<SocketAddr>),
+}
+
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Time allowed for one try of one question.
+    pub timeout: Duration,
+    /// Tries per question (per server set) before giving up with a timeout.
+    pub attempts: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            timeout: Duration::from_secs(5),
+            attempts: 2,
+        }
+    }
+}
+
+pub struct HickoryClient {
+    resolver: TokioResolver,
+}
+
+impl HickoryClient {
+    pub fn new(nameservers: &Nameservers, options: &ClientOptions) -> Result<Self, DnsError> {
+        let (config, mut opts) = match nameservers {
+            Nameservers::System => hickory_resolver::system_conf::read_system_conf()
+                .map_err(|e| DnsError::SystemConfig(e.to_string()))?,
+            Nameservers::Explicit(servers) => {
+                if servers.is_empty() {
+                    return Err(DnsError::NoNameserver);
+                }
+                let name_servers = servers
+                    .iter()
+                    .map(|addr| {
+                        let mut udp = ConnectionConfig::udp();
+                        udp.port = addr.port();
+                        let mut tcp = ConnectionConfig::tcp();
+                        tcp.port = addr.port();
+                        NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+                    })
+                    .collect();
+                (
+                    ResolverConfig::from_name_servers(name_servers),
+                    ResolverOpts::default(),
+                )
+            }
+        };
+        if config.name_servers().is_empty() {
+            return Err(DnsError::NoNameserver);
+        }
+        opts.timeout = options.timeout;
+        opts.attempts = options.attempts;
+        // Routes are cached whole by RouteCache with their own TTL rules; a second cache
+        // underneath would serve records past what the route promised.
+        opts.cache_size = 0;
+        opts.use_hosts_file = ResolveHosts::Never;
+        opts.preserve_intermediates = true;
+        opts.try_tcp_on_error = true;
+        opts.edns0 = true;
+        opts.ndots = 0;
+        // Mail routing must not ask servers in parallel: a SERVFAIL from one would race the
+        // answer of another and make failures flap.
+        opts.num_concurrent_reqs = 1;
+        let resolver = Resolver::builder_with_config(config, TokioRuntimeProvider::default())
+            .with_options(opts)
+            .build()
+            .map_err(|e| DnsError::Build(e.to_string()))?;
+        Ok(HickoryClient { resolver })
+    }
+
+    async fn ask(&self, question: &Question) -> Outcome {
+        let name = Name::from_ascii(format!("{}.", question.name))
+            .map_err(|e| Failure::Malformed(format!("bad name {}: {e}", question.name)))?;
+        let rtype = match question.qtype {
+            QType::Mx => RecordType::MX,
+            QType::A => RecordType::A,
+            QType::Aaaa => RecordType::AAAA,
+        };
+        match self.resolver.lookup(name, rtype).await {
+            Ok(lookup) => Ok(Answer {
+                nxdomain: false,
+                records: lookup.answers().iter().map(convert_record).collect(),
+                negative_ttl: None,
+            }),
+            Err(err) => classify(err),
+        }
+    }
+}
+
+impl DnsClient for HickoryClient {
+    fn query<'a>(&'a self, question: &'a Question) -> BoxFuture<'a, Outcome> {
+        Box::pin(self.ask(question))
+    }
+}
+
+/// Tell NXDOMAIN and NODATA (answers) apart from the failures, which are all temporary.
+fn classify(err: NetError) -> Outcome {
+    match err {
+        NetError::Dns(HickoryDnsError::NoRecordsFound(no)) => match no.response_code {
+            ResponseCode::NXDomain => Ok(Answer {
+                nxdomain: true,
+                records: Vec::new(),
+                negative_ttl: no.negative_ttl,
+            }),
+            ResponseCode::NoError => Ok(Answer {
+                nxdomain: false,
+                records: Vec::new(),
+                negative_ttl: no.negative_ttl,
+            }),
+            ResponseCode::ServFail => Err(Failure::ServFail),
+            ResponseCode::Refused => Err(Failure::Refused),
+            other => Err(Failure::Malformed(format!("response code {other}"))),
+        },
+        NetError::Dns(HickoryDnsError::ResponseCode(ResponseCode::ServFail)) => {
+            Err(Failure::ServFail)
+        }
+        NetError::Dns(HickoryDnsError::ResponseCode(ResponseCode::Refused)) => {
+            Err(Failure::Refused)
+        }
+        NetError::Dns(HickoryDnsError::ResponseCode(code)) => {
+            Err(Failure::Malformed(format!("response code {code}")))
+        }
+        NetError::Timeout => Err(Failure::Timeout),
+        NetError::Truncated => Err(Failure::Truncated),
+        NetError::Proto(e) => Err(Failure::Malformed(e.to_string())),
+        other => Err(Failure::Network(other.to_string())),
+    }
+}
+
+fn convert_record(record: &hickory_proto::rr::Record) -> Record {
+    let data = match &record.data {
+        RData::MX(mx) => RecordData::Mx {
+            preference: mx.preference,
+            exchange: normalize_dns_name(&mx.exchange.to_ascii()),
+        },
+        RData::A(a) => RecordData::A(a.0),
+        RData::AAAA(aaaa) => RecordData::Aaaa(aaaa.0),
+        RData::CNAME(cname) => RecordData::Cname(normalize_dns_name(&cname.0.to_ascii())),
+        _ => RecordData::Other,
+    };
+    Record {
+        name: normalize_dns_name(&record.name.to_ascii()),
+        ttl: record.ttl,
+        data,
+    }
+}

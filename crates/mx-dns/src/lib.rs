@@ -1,0 +1,14 @@
+//! The only place that talks DNS: our small [`DnsClient`] trait with hickory behind it, a TTL
+//! cache of whole routes, and the [`Router`] that feeds DNS outcomes to mx-core's rules.
+
+mod cache;
+mod client;
+mod error;
+mod hickory;
+mod router;
+
+pub use cache::RouteCache;
+pub use client::{BoxFuture, DnsClient};
+pub use error::DnsError;
+pub use hickory::{ClientOptions, HickoryClient, Nameservers};
+pub use router::Router;
