@@ -213,7 +213,7 @@ impl<'p> Resolution<'p> {
     // --- step 3 and 4: the MX answer -------------------------------------------------------
 
     fn mx_resolved(&mut self, chase: &Chase, resolved: Resolved) -> Stage {
-        if chase.hops() > 0 {
+        if chase.hops() > 0 && resolved != Resolved::CnameLoop {
             self.note(
                 Code::DomainCname,
                 format!(

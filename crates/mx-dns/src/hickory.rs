@@ -102,13 +102,33 @@ impl HickoryClient {
             QType::A => RecordType::A,
             QType::Aaaa => RecordType::AAAA,
         };
-        match self.resolver.lookup(name, rtype).await {
-            Ok(lookup) => Ok(Answer {
+        let mut answer = match self.resolver.lookup(name.clone(), rtype).await {
+            Ok(lookup) => Answer {
                 nxdomain: false,
                 records: lookup.answers().iter().map(convert_record).collect(),
                 negative_ttl: None,
-            }),
-            Err(err) => classify(err),
+            },
+            Err(err) => classify(err)?,
+        };
+        if answer.records.is_empty() {
+            answer.records = self.cname_of(name).await;
+        }
+        Ok(answer)
+    }
+
+    /// hickory reports a negative answer without the CNAME chain that led to it, yet routing
+    /// must know whether the name was an alias (the implicit MX is the chain's end, and
+    /// loops must be caught). Asking for the CNAME itself recovers the first hop; the core
+    /// follows the rest. A failure here leaves the negative answer as it was.
+    async fn cname_of(&self, name: Name) -> Vec<Record> {
+        match self.resolver.lookup(name, RecordType::CNAME).await {
+            Ok(lookup) => lookup
+                .answers()
+                .iter()
+                .filter(|r| matches!(r.data, RData::CNAME(_)))
+                .map(convert_record)
+                .collect(),
+            Err(_) => Vec::new(),
         }
     }
 }

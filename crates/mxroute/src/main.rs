@@ -1,0 +1,102 @@
+//! The `mxroute` command: thin argument parsing, output formats and exit codes over the
+//! library crates.
+
+mod lab_cmd;
+mod route_cmd;
+mod table;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// sysexits(3) codes, as mail tools use them.
+pub mod exit {
+    pub const USAGE: u8 = 64;
+    pub const DATA_ERR: u8 = 65;
+    pub const NO_INPUT: u8 = 66;
+    pub const SOFTWARE: u8 = 70;
+    pub const OS_ERR: u8 = 71;
+}
+
+/// An error that ends the command with a one-line message and a sysexits code.
+#[derive(Debug)]
+pub struct Fatal {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Fatal {
+    pub fn new(code: u8, message: impl std::fmt::Display) -> Self {
+        Fatal {
+            code,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Fatal {
+    fn from(e: anyhow::Error) -> Self {
+        Fatal::new(exit::SOFTWARE, format!("{e:#}"))
+    }
+}
+
+#[derive(Parser)]
+#[command(
+    name = "mxroute",
+    version,
+    about = "Mail routing by the DNS MX rules (RFC 5321 §5.1), end to end"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compute the route to one or more domains or addresses.
+    Route(route_cmd::RouteArgs),
+    /// The lab: a self-contained mail internet on loopback.
+    #[command(subcommand)]
+    Lab(lab_cmd::LabCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MXROUTE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mxroute: cannot start the runtime: {e}");
+            return ExitCode::from(exit::OS_ERR);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Route(args) => route_cmd::run(args).await,
+            Command::Lab(cmd) => lab_cmd::run(cmd).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(fatal) => {
+            eprintln!("mxroute: {}", fatal.message);
+            ExitCode::from(fatal.code)
+        }
+    }
+}

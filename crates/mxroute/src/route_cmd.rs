@@ -1,0 +1,148 @@
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use mx_core::{IpStrategy, Policy, StaticRoute, normalize_domain};
+use mx_dns::{ClientOptions, HickoryClient, Nameservers, Router};
+
+use crate::lab_cmd::{load_zone, start_lab};
+use crate::{Fatal, exit, table};
+
+#[derive(Args)]
+pub struct RouteArgs {
+    /// Domains or addresses (user@domain, user@[192.0.2.1]).
+    #[arg(required = true, value_name = "DOMAIN|ADDRESS")]
+    targets: Vec<String>,
+    /// Nameserver to ask, IP:PORT (repeatable; default: the system's resolv.conf).
+    #[arg(long = "nameserver", value_name = "IP:PORT")]
+    nameservers: Vec<SocketAddr>,
+    /// Serve this zone file with the in-process lab server and resolve through it.
+    #[arg(long, value_name = "FILE", conflicts_with = "nameservers")]
+    zone: Option<PathBuf>,
+    /// Origin for relative names in --zone when the file sets none.
+    #[arg(long, requires = "zone")]
+    origin: Option<String>,
+    /// One JSON object per route, one per line.
+    #[arg(long)]
+    json: bool,
+    /// Seed for the shuffle of equal preferences (reproducible output).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// ipv4_then_ipv6, ipv6_then_ipv4, ipv4_only, ipv6_only or any.
+    #[arg(long, default_value = "ipv4_then_ipv6", value_parser = parse_strategy)]
+    ip_strategy: IpStrategy,
+    /// One of our own host names, for loop protection (repeatable).
+    #[arg(long = "local-name", value_name = "HOST")]
+    local_names: Vec<String>,
+    /// One of our own addresses, for loop protection (repeatable).
+    #[arg(long = "local-address", value_name = "IP")]
+    local_addresses: Vec<IpAddr>,
+    /// Use MX exchanges written as IP addresses instead of refusing them.
+    #[arg(long)]
+    allow_mx_to_ip: bool,
+    /// Addresses offered before the route is cut (a backup preference always keeps one).
+    #[arg(long, default_value_t = 5)]
+    mx_address_limit: usize,
+    /// DOMAIN=ROUTE, where ROUTE is [ip], [ip]:port, host or host:port (repeatable).
+    #[arg(long = "static-route", value_name = "DOMAIN=ROUTE")]
+    static_routes: Vec<String>,
+    /// SMTP port of the attempts.
+    #[arg(long, default_value_t = 25)]
+    smtp_port: u16,
+    /// Seconds to wait for one DNS try (default 5, or 1 with --zone).
+    #[arg(long)]
+    timeout: Option<f64>,
+}
+
+fn parse_strategy(s: &str) -> Result<IpStrategy, String> {
+    s.parse().map_err(|e: mx_core::CoreError| e.to_string())
+}
+
+fn policy(args: &RouteArgs) -> Result<Policy, Fatal> {
+    let usage = |e: &dyn std::fmt::Display| Fatal::new(exit::USAGE, e);
+    let mut policy = Policy {
+        ip_strategy: args.ip_strategy,
+        local_addresses: args.local_addresses.clone(),
+        allow_mx_to_ip: args.allow_mx_to_ip,
+        mx_address_limit: args.mx_address_limit,
+        smtp_port: args.smtp_port,
+        ..Policy::default()
+    };
+    for name in &args.local_names {
+        policy
+            .local_names
+            .push(normalize_domain(name).map_err(|e| usage(&format!("--local-name: {e}")))?);
+    }
+    for spec in &args.static_routes {
+        let (domain, route) = spec
+            .split_once('=')
+            .ok_or_else(|| usage(&format!("--static-route {spec:?}: expected DOMAIN=ROUTE")))?;
+        let domain =
+            normalize_domain(domain).map_err(|e| usage(&format!("--static-route: {e}")))?;
+        let route: StaticRoute = route
+            .parse()
+            .map_err(|e| usage(&format!("--static-route: {e}")))?;
+        policy.static_routes.insert(domain, route);
+    }
+    Ok(policy)
+}
+
+pub async fn run(args: RouteArgs) -> Result<u8, Fatal> {
+    let policy = policy(&args)?;
+    // Bad targets are usage errors, found before any DNS traffic.
+    for target in &args.targets {
+        mx_core::parse_target(target)
+            .map_err(|e| Fatal::new(exit::USAGE, format!("{target:?}: {e}")))?;
+    }
+    let mut lab = None;
+    let (nameservers, default_timeout) = match &args.zone {
+        Some(path) => {
+            let zones = load_zone(path, args.origin.as_deref())?;
+            let server = start_lab(&zones, "127.0.0.1:0".parse().expect("literal")).await?;
+            let ns = Nameservers::Explicit(vec![server.addr()]);
+            lab = Some(server);
+            (ns, 1.0)
+        }
+        None if args.nameservers.is_empty() => (Nameservers::System, 5.0),
+        None => (Nameservers::Explicit(args.nameservers.clone()), 5.0),
+    };
+    let timeout = args.timeout.unwrap_or(default_timeout);
+    if !(timeout > 0.0 && timeout <= 60.0) {
+        return Err(Fatal::new(
+            exit::USAGE,
+            "--timeout must be between 0 and 60 seconds",
+        ));
+    }
+    let options = ClientOptions {
+        timeout: Duration::from_secs_f64(timeout),
+        ..ClientOptions::default()
+    };
+    let client =
+        HickoryClient::new(&nameservers, &options).map_err(|e| Fatal::new(exit::OS_ERR, e))?;
+    let mut router = Router::new(Arc::new(client), policy);
+    if let Some(seed) = args.seed {
+        router = router.with_seed(seed);
+    }
+
+    let mut worst = 0u8;
+    for target in &args.targets {
+        let route = router
+            .route(target)
+            .await
+            .map_err(|e| Fatal::new(exit::USAGE, format!("{target:?}: {e}")))?;
+        worst = worst.max(route.status.exit_code());
+        if args.json {
+            let line = serde_json::to_string(&route)
+                .map_err(|e| Fatal::new(exit::SOFTWARE, format!("cannot encode JSON: {e}")))?;
+            println!("{line}");
+        } else {
+            print!("{}", table::route(&route));
+        }
+    }
+    if let Some(lab) = lab {
+        lab.shutdown().await;
+    }
+    Ok(worst)
+}
