@@ -63,3 +63,68 @@ impl RouteCache {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mx_core::Status;
+
+    fn route(domain: &str, ttl: u32) -> Route {
+        Route {
+            domain: domain.into(),
+            status: Status::Ok,
+            implicit: false,
+            ttl,
+            reply: None,
+            exchangers: Vec::new(),
+            attempts: Vec::new(),
+            diagnostics: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn expires_at_its_ttl_and_reports_what_is_left() {
+        let cache = RouteCache::new(10);
+        let t0 = Instant::now();
+        cache.insert(&route("a.example", 60), t0);
+        assert_eq!(
+            cache
+                .get("a.example", t0 + Duration::from_secs(20))
+                .unwrap()
+                .ttl,
+            40
+        );
+        assert!(
+            cache
+                .get("a.example", t0 + Duration::from_secs(60))
+                .is_none()
+        );
+        assert!(cache.is_empty(), "an expired entry is dropped when seen");
+    }
+
+    #[test]
+    fn ttl_zero_is_not_cached() {
+        let cache = RouteCache::new(10);
+        cache.insert(&route("a.example", 0), Instant::now());
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn stays_within_capacity_evicting_expired_then_soonest() {
+        let cache = RouteCache::new(2);
+        let t0 = Instant::now();
+        cache.insert(&route("short.example", 5), t0);
+        cache.insert(&route("long.example", 500), t0);
+        cache.insert(&route("new.example", 100), t0);
+        assert_eq!(cache.len(), 2);
+        assert!(
+            cache.get("short.example", t0).is_none(),
+            "soonest to expire goes first"
+        );
+        let later = t0 + Duration::from_secs(200);
+        cache.insert(&route("newer.example", 100), later);
+        assert_eq!(cache.len(), 2);
+        assert!(cache.get("long.example", later).is_some());
+        assert!(cache.get("newer.example", later).is_some());
+    }
+}

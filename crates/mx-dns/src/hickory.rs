@@ -42,20 +42,25 @@ impl Default for ClientOptions {
     }
 }
 
+/// One hickory resolver per nameserver, asked in the order given.
+///
+/// hickory's own pool hands back a SERVFAIL or REFUSED from the first server it asks; a mail
+/// router must instead try the next server, as the C library resolver does, or one broken
+/// resolver would defer mail that another could route.
 pub struct HickoryClient {
-    resolver: TokioResolver,
+    resolvers: Vec<TokioResolver>,
 }
 
 impl HickoryClient {
     pub fn new(nameservers: &Nameservers, options: &ClientOptions) -> Result<Self, DnsError> {
-        let (config, mut opts) = match nameservers {
-            Nameservers::System => hickory_resolver::system_conf::read_system_conf()
-                .map_err(|e| DnsError::SystemConfig(e.to_string()))?,
+        let (servers, mut opts) = match nameservers {
+            Nameservers::System => {
+                let (config, opts) = hickory_resolver::system_conf::read_system_conf()
+                    .map_err(|e| DnsError::SystemConfig(e.to_string()))?;
+                (config.name_servers().to_vec(), opts)
+            }
             Nameservers::Explicit(servers) => {
-                if servers.is_empty() {
-                    return Err(DnsError::NoNameserver);
-                }
-                let name_servers = servers
+                let servers = servers
                     .iter()
                     .map(|addr| {
                         let mut udp = ConnectionConfig::udp();
@@ -65,13 +70,10 @@ impl HickoryClient {
                         NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
                     })
                     .collect();
-                (
-                    ResolverConfig::from_name_servers(name_servers),
-                    ResolverOpts::default(),
-                )
+                (servers, ResolverOpts::default())
             }
         };
-        if config.name_servers().is_empty() {
+        if servers.is_empty() {
             return Err(DnsError::NoNameserver);
         }
         opts.timeout = options.timeout;
@@ -84,16 +86,23 @@ impl HickoryClient {
         opts.try_tcp_on_error = true;
         opts.edns0 = true;
         opts.ndots = 0;
-        // Mail routing must not ask servers in parallel: a SERVFAIL from one would race the
-        // answer of another and make failures flap.
         opts.num_concurrent_reqs = 1;
-        let resolver = Resolver::builder_with_config(config, TokioRuntimeProvider::default())
-            .with_options(opts)
-            .build()
-            .map_err(|e| DnsError::Build(e.to_string()))?;
-        Ok(HickoryClient { resolver })
+        let resolvers = servers
+            .into_iter()
+            .map(|server| {
+                Resolver::builder_with_config(
+                    ResolverConfig::from_name_servers(vec![server]),
+                    TokioRuntimeProvider::default(),
+                )
+                .with_options(opts.clone())
+                .build()
+                .map_err(|e| DnsError::Build(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(HickoryClient { resolvers })
     }
 
+    /// The first answer any server gives; if none answers, the most telling failure.
     async fn ask(&self, question: &Question) -> Outcome {
         let name = Name::from_ascii(format!("{}.", question.name))
             .map_err(|e| Failure::Malformed(format!("bad name {}: {e}", question.name)))?;
@@ -102,34 +111,64 @@ impl HickoryClient {
             QType::A => RecordType::A,
             QType::Aaaa => RecordType::AAAA,
         };
-        let mut answer = match self.resolver.lookup(name.clone(), rtype).await {
-            Ok(lookup) => Answer {
-                nxdomain: false,
-                records: lookup.answers().iter().map(convert_record).collect(),
-                negative_ttl: None,
-            },
-            Err(err) => classify(err)?,
-        };
-        if answer.records.is_empty() {
-            answer.records = self.cname_of(name).await;
+        let mut worst: Option<Failure> = None;
+        for resolver in &self.resolvers {
+            match ask_one(resolver, name.clone(), rtype).await {
+                Ok(answer) => return Ok(answer),
+                Err(failure) => {
+                    if worst
+                        .as_ref()
+                        .is_none_or(|w| telling(&failure) > telling(w))
+                    {
+                        worst = Some(failure);
+                    }
+                }
+            }
         }
-        Ok(answer)
+        Err(worst.unwrap_or(Failure::Network("no nameserver".into())))
     }
+}
 
-    /// hickory reports a negative answer without the CNAME chain that led to it, yet routing
-    /// must know whether the name was an alias (the implicit MX is the chain's end, and
-    /// loops must be caught). Asking for the CNAME itself recovers the first hop; the core
-    /// follows the rest. A failure here leaves the negative answer as it was.
-    async fn cname_of(&self, name: Name) -> Vec<Record> {
-        match self.resolver.lookup(name, RecordType::CNAME).await {
-            Ok(lookup) => lookup
-                .answers()
-                .iter()
-                .filter(|r| matches!(r.data, RData::CNAME(_)))
-                .map(convert_record)
-                .collect(),
-            Err(_) => Vec::new(),
-        }
+/// How much a failure tells the operator: a server's own answer beats silence.
+fn telling(failure: &Failure) -> u8 {
+    match failure {
+        Failure::ServFail => 6,
+        Failure::Refused => 5,
+        Failure::Truncated => 4,
+        Failure::Malformed(_) => 3,
+        Failure::Timeout => 2,
+        Failure::Network(_) => 1,
+    }
+}
+
+async fn ask_one(resolver: &TokioResolver, name: Name, rtype: RecordType) -> Outcome {
+    let mut answer = match resolver.lookup(name.clone(), rtype).await {
+        Ok(lookup) => Answer {
+            nxdomain: false,
+            records: lookup.answers().iter().map(convert_record).collect(),
+            negative_ttl: None,
+        },
+        Err(err) => classify(err)?,
+    };
+    if answer.records.is_empty() {
+        answer.records = cname_of(resolver, name).await;
+    }
+    Ok(answer)
+}
+
+/// hickory reports a negative answer without the CNAME chain that led to it, yet routing
+/// must know whether the name was an alias (the implicit MX is the chain's end, and loops
+/// must be caught). Asking for the CNAME itself recovers the first hop; the core follows the
+/// rest. A failure here leaves the negative answer as it was.
+async fn cname_of(resolver: &TokioResolver, name: Name) -> Vec<Record> {
+    match resolver.lookup(name, RecordType::CNAME).await {
+        Ok(lookup) => lookup
+            .answers()
+            .iter()
+            .filter(|r| matches!(r.data, RData::CNAME(_)))
+            .map(convert_record)
+            .collect(),
+        Err(_) => Vec::new(),
     }
 }
 
