@@ -2,6 +2,7 @@
 //! library crates.
 
 mod lab_cmd;
+mod relay_cmd;
 mod route_cmd;
 mod table;
 
@@ -16,6 +17,7 @@ pub mod exit {
     pub const NO_INPUT: u8 = 66;
     pub const SOFTWARE: u8 = 70;
     pub const OS_ERR: u8 = 71;
+    pub const CONFIG: u8 = 78;
 }
 
 /// An error that ends the command with a one-line message and a sysexits code.
@@ -49,12 +51,17 @@ impl From<anyhow::Error> for Fatal {
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on standard error: human or json.
+    #[arg(long, global = true, default_value = "human", value_parser = ["human", "json"])]
+    log_format: String,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Compute the route to one or more domains or addresses.
     Route(route_cmd::RouteArgs),
+    /// The MTA: receive mail for our domains into Maildir, and queue relay mail durably.
+    Relay(relay_cmd::RelayArgs),
     /// The lab: a self-contained mail internet on loopback.
     #[command(subcommand)]
     Lab(lab_cmd::LabCommand),
@@ -77,13 +84,22 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
-    tracing_subscriber::fmt()
+    // The relay logs every accepted message and refusal (info); the one-shot commands only
+    // what went wrong.
+    let default_level = match cli.command {
+        Command::Relay(_) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MXROUTE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MXROUTE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+        .with_env_filter(filter);
+    if cli.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -98,6 +114,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Route(args) => route_cmd::run(args).await,
             Command::Lab(cmd) => lab_cmd::run(cmd).await,
+            Command::Relay(args) => relay_cmd::run(args).await,
         }
     });
     match result {

@@ -1,0 +1,571 @@
+//! The SMTP listener: sockets, TLS, timeouts and limits around mx-smtp's session, with the
+//! relay policy, the users file and the spool answering its questions.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mx_smtp::{
+    EnhancedStatus, Event, MessageDecision, PeerInfo, RcptDecision, Reply, ServerConfig,
+    ServerSession,
+};
+use mx_spool::{Envelope, FileSpool, QueueId, Spool, SpoolError};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::inbound::LocalDelivery;
+use crate::policy::{Refusal, RelayPolicy};
+use crate::users::Users;
+use crate::{Config, RelayError, tls, trace};
+
+/// Everything the sessions share.
+struct Shared {
+    hostname: String,
+    session: Arc<ServerConfig>,
+    policy: Arc<RelayPolicy>,
+    users: Arc<Users>,
+    spool: Arc<FileSpool>,
+    tls: Option<TlsAcceptor>,
+    min_free_bytes: u64,
+    command_timeout: Duration,
+    data_timeout: Duration,
+    greet_pause: Duration,
+    max_connections: usize,
+    max_connections_per_ip: usize,
+    connections: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    local: mpsc::UnboundedSender<QueueId>,
+}
+
+/// A running relay. Dropping it does not stop it: call [`Relay::shutdown`].
+pub struct Relay {
+    addrs: Vec<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+/// How long sessions in the middle of DATA may take to finish once shutdown is asked.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How often the spool is swept for local recipients left pending (after a failed write).
+const LOCAL_SWEEP: Duration = Duration::from_secs(30);
+
+impl Relay {
+    /// Open the spool (recovering it), bind every listen address, and start serving.
+    pub async fn start(config: &Config) -> Result<Relay, RelayError> {
+        let hostname = config.hostname();
+        let users = match &config.server.users_file {
+            Some(path) => Users::load(path)?,
+            None => Users::default(),
+        };
+        let spool_path = config.spool.path.clone();
+        let (spool, report) = tokio::task::spawn_blocking(move || FileSpool::open(&spool_path))
+            .await
+            .map_err(|e| RelayError::Spool(e.to_string()))?
+            .map_err(|e| RelayError::Spool(e.to_string()))?;
+        tracing::info!(
+            recovered = report.recovered,
+            removed_tmp = report.removed_tmp,
+            quarantined = report.quarantined.len(),
+            "spool opened"
+        );
+        let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::from_files(cert, key)?),
+            _ if config.server.starttls => Some(tls::self_signed(&hostname)?),
+            _ => None,
+        };
+        let session = ServerConfig {
+            hostname: hostname.clone(),
+            max_message_size: usize::try_from(config.server.max_message_size).unwrap_or(usize::MAX),
+            max_recipients: config.server.max_recipients,
+            max_errors: config.server.max_errors,
+            starttls_available: tls.is_some(),
+            ..ServerConfig::default()
+        };
+        let policy = Arc::new(RelayPolicy::new(
+            &config.server.local_domains,
+            &config.server.catch_all_domains,
+            &config.server.trusted_networks,
+            &hostname,
+        ));
+        let spool = Arc::new(spool);
+        let users = Arc::new(users);
+        let (local_tx, local_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            hostname: hostname.clone(),
+            session: Arc::new(session),
+            policy: policy.clone(),
+            users: users.clone(),
+            spool: spool.clone(),
+            tls: tls.map(TlsAcceptor::from),
+            min_free_bytes: config.spool.min_free_bytes,
+            command_timeout: Duration::from_secs(config.server.command_timeout_secs),
+            data_timeout: Duration::from_secs(config.server.data_timeout_secs),
+            greet_pause: Duration::from_millis(config.server.greet_pause_ms),
+            max_connections: config.server.max_connections,
+            max_connections_per_ip: config.server.max_connections_per_ip,
+            connections: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+            local: local_tx,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut addrs = Vec::new();
+        for addr in &config.server.listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| RelayError::Bind {
+                    addr: *addr,
+                    source,
+                })?;
+            let bound = listener.local_addr().map_err(|source| RelayError::Bind {
+                addr: *addr,
+                source,
+            })?;
+            tracing::info!(listen = %bound, hostname = %hostname, "accepting SMTP");
+            addrs.push(bound);
+            tasks.spawn(accept_loop(listener, shared.clone(), stopped.clone()));
+        }
+        let delivery = LocalDelivery {
+            spool: spool.clone() as Arc<dyn Spool>,
+            policy,
+            users,
+            maildir_root: config.server.maildir_root.clone(),
+            hostname,
+        };
+        tasks.spawn(local_delivery_loop(delivery, local_rx, stopped));
+        Ok(Relay { addrs, stop, tasks })
+    }
+
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Stop accepting, let sessions in DATA finish (bounded), and wait for every task.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Wait until the relay stops by itself (it does not, unless a listener fails).
+    pub async fn wait(&mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let shared = shared.clone();
+                    let stop = stop.clone();
+                    sessions.spawn(async move { connection(stream, peer, shared, stop).await });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+        }
+    }
+    drop(listener);
+    while sessions.join_next().await.is_some() {}
+}
+
+/// Held for the life of a connection; gives its slots back when dropped.
+struct Slot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        let mut per_ip = self.shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+fn take_slot(shared: &Arc<Shared>, ip: IpAddr) -> Option<Slot> {
+    let total = shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
+    let mut per_ip = shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+    let mine = per_ip.entry(ip).or_insert(0);
+    *mine += 1;
+    let over = total > shared.max_connections || *mine > shared.max_connections_per_ip;
+    drop(per_ip);
+    let slot = Slot {
+        shared: shared.clone(),
+        ip,
+    };
+    (!over).then_some(slot)
+}
+
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Only while the plain stream is inside the TLS handshake.
+    Closed,
+}
+
+impl Conn {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf).await,
+            Conn::Tls(s) => s.read(buf).await,
+            Conn::Closed => Ok(0),
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => write_flush(s, bytes).await,
+            Conn::Tls(s) => write_flush(s.as_mut(), bytes).await,
+            Conn::Closed => Err(std::io::Error::other("connection closed")),
+        }
+    }
+}
+
+async fn write_flush<S: AsyncWrite + Unpin>(s: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    s.write_all(bytes).await?;
+    s.flush().await
+}
+
+async fn read_some<S: AsyncRead + Unpin>(s: &mut S, buf: &mut [u8]) -> std::io::Result<usize> {
+    s.read(buf).await
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) {
+    let ip = canonical(peer.ip());
+    let Some(_slot) = take_slot(&shared, ip) else {
+        tracing::info!(client = %ip, reason = "connection_limit", "connection refused");
+        let reply = Reply::new(
+            421,
+            status("4.7.0"),
+            "Too many connections, try again later",
+        );
+        let _ = write_flush(&mut stream, &reply.to_bytes()).await;
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let trusted = shared.policy.is_trusted(ip);
+    // Early talkers: a client that speaks before our greeting is not a patient MTA. Only
+    // untrusted clients wait for the pause; our own networks are not made to.
+    if !trusted && !shared.greet_pause.is_zero() {
+        let mut probe = [0u8; 1];
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(shared.greet_pause, read_some(&mut stream, &mut probe)).await
+        {
+            if n > 0 {
+                tracing::info!(client = %ip, reason = "early_talker", "connection refused");
+                let _ =
+                    write_flush(&mut stream, &ServerSession::early_talker_reply().to_bytes()).await;
+            }
+            return;
+        }
+    }
+    let mut session = ServerSession::new(shared.session.clone(), PeerInfo { ip, tls: false });
+    let mut conn = Conn::Plain(stream);
+    if conn
+        .write_all(&session.greeting().to_bytes())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    if let Err(e) = run_session(&mut conn, &mut session, ip, &shared, stop).await {
+        tracing::debug!(client = %ip, error = %e, "session ended");
+    }
+}
+
+async fn run_session(
+    conn: &mut Conn,
+    session: &mut ServerSession,
+    ip: IpAddr,
+    shared: &Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out: Vec<u8> = Vec::new();
+    let mut shutdown_deadline: Option<tokio::time::Instant> = None;
+    loop {
+        while let Some(event) = session.next_event() {
+            match event {
+                Event::Reply(reply) => out.extend_from_slice(&reply.to_bytes()),
+                Event::Close => {
+                    conn.write_all(&out).await?;
+                    return Ok(());
+                }
+                Event::StartTls => {
+                    conn.write_all(&out).await?;
+                    out.clear();
+                    let Some(acceptor) = shared.tls.clone() else {
+                        return Ok(());
+                    };
+                    let Conn::Plain(tcp) = std::mem::replace(conn, Conn::Closed) else {
+                        return Ok(());
+                    };
+                    let tls = tokio::time::timeout(shared.command_timeout, acceptor.accept(tcp))
+                        .await
+                        .map_err(|_| std::io::Error::other("TLS handshake timed out"))??;
+                    *conn = Conn::Tls(Box::new(tls));
+                    if session.tls_started().is_err() {
+                        return Ok(());
+                    }
+                }
+                Event::CheckRecipient { address, .. } => {
+                    let authenticated = session.authenticated().is_some();
+                    let decision = match shared.policy.recipient(
+                        &address,
+                        ip,
+                        authenticated,
+                        &shared.users,
+                    ) {
+                        Ok(_) => RcptDecision::Accept,
+                        Err(refusal) => {
+                            tracing::info!(client = %ip, to = %address, reply = %refusal.text, reason = %refusal.enhanced, "recipient refused");
+                            RcptDecision::Reject(reply_of(&refusal))
+                        }
+                    };
+                    let _ = session.recipient_decision(decision);
+                }
+                Event::Authenticate {
+                    authzid,
+                    username,
+                    password,
+                    ..
+                } => {
+                    let users = shared.users.clone();
+                    let name = username.clone();
+                    let secret = password.expose().to_string();
+                    // Acting as someone else is not offered.
+                    let allowed = authzid
+                        .as_deref()
+                        .is_none_or(|a| a.is_empty() || a == username);
+                    let ok = allowed
+                        && tokio::task::spawn_blocking(move || users.verify(&name, &secret))
+                            .await
+                            .unwrap_or(false);
+                    tracing::info!(client = %ip, user = %username, ok, "authentication");
+                    let _ = session.auth_decision(ok);
+                }
+                Event::Message(message) => {
+                    let decision = accept_message(shared, ip, session, message).await;
+                    let _ = session.message_decision(decision);
+                }
+            }
+        }
+        if session.is_closed() {
+            conn.write_all(&out).await?;
+            return Ok(());
+        }
+        if !out.is_empty() {
+            conn.write_all(&out).await?;
+            out.clear();
+        }
+        if *stop.borrow() && shutdown_deadline.is_none() {
+            if !session.in_data() {
+                let reply = Reply::new(
+                    421,
+                    status("4.3.2"),
+                    "Service shutting down, try again later",
+                );
+                conn.write_all(&reply.to_bytes()).await?;
+                return Ok(());
+            }
+            shutdown_deadline = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
+        }
+        let wait = if session.in_data() {
+            shared.data_timeout
+        } else {
+            shared.command_timeout
+        };
+        let deadline = match shutdown_deadline {
+            Some(d) => d.min(tokio::time::Instant::now() + wait),
+            None => tokio::time::Instant::now() + wait,
+        };
+        tokio::select! {
+            read = tokio::time::timeout_at(deadline, conn.read(&mut buf)) => match read {
+                Err(_) => {
+                    tracing::info!(client = %ip, reason = "timeout", "session closed");
+                    let reply = Reply::new(421, status("4.4.2"), "Timeout exceeded, closing connection");
+                    conn.write_all(&reply.to_bytes()).await?;
+                    return Ok(());
+                }
+                Ok(Ok(0)) => {
+                    session.eof();
+                }
+                Ok(Ok(n)) => session.feed(&buf[..n]),
+                Ok(Err(e)) => return Err(e),
+            },
+            _ = stop.changed(), if shutdown_deadline.is_none() => {}
+        }
+        if session.is_closed() && session.buffered() == 0 {
+            // eof(): drain what the session still says, then end.
+            while let Some(Event::Reply(reply)) = session.next_event() {
+                out.extend_from_slice(&reply.to_bytes());
+            }
+            let _ = conn.write_all(&out).await;
+            return Ok(());
+        }
+    }
+}
+
+async fn accept_message(
+    shared: &Arc<Shared>,
+    ip: IpAddr,
+    session: &ServerSession,
+    message: mx_smtp::Message,
+) -> MessageDecision {
+    let env = &message.envelope;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let received = trace::received(&trace::Arrival {
+        helo: Some(env.helo.as_str())
+            .filter(|h| !h.is_empty())
+            .or(session.helo()),
+        client_ip: ip,
+        hostname: &shared.hostname,
+        tls: env.tls,
+        authenticated: env.authenticated.is_some(),
+        single_recipient: (env.recipients.len() == 1).then(|| env.recipients[0].as_str()),
+        unix_time: now,
+    });
+    let mut body = Vec::with_capacity(received.len() + message.body.len());
+    body.extend_from_slice(received.as_bytes());
+    body.extend_from_slice(&message.body);
+    let mut envelope = Envelope::new(
+        env.mail_from.clone().unwrap_or_default(),
+        env.recipients.clone(),
+    );
+    envelope.received_at = now;
+    envelope.client_ip = Some(ip);
+    envelope.helo = Some(env.helo.clone()).filter(|h| !h.is_empty());
+    envelope.auth_user = env.authenticated.clone();
+    envelope.body_8bit = matches!(env.body_type, mx_smtp::BodyType::EightBitMime);
+    envelope.smtputf8 = env.smtputf8;
+    let spool = shared.spool.clone();
+    let min_free = shared.min_free_bytes;
+    let from = envelope.mail_from.clone();
+    let rcpts = envelope.recipients.len();
+    let stored = tokio::task::spawn_blocking(move || {
+        if min_free > 0 && spool.free_bytes()? < min_free {
+            return Err(SpoolError::NoSpace);
+        }
+        spool.store(envelope, &body)
+    })
+    .await;
+    match stored {
+        Ok(Ok(id)) => {
+            tracing::info!(queue_id = %id, client = %ip, from = %from, recipients = rcpts, size = message.body.len(), "message accepted");
+            let _ = shared.local.send(id.clone());
+            MessageDecision::Accepted {
+                queue_id: id.to_string(),
+            }
+        }
+        Ok(Err(SpoolError::NoSpace)) => {
+            tracing::warn!(client = %ip, from = %from, reason = "no_space", "message refused");
+            MessageDecision::Rejected(Reply::new(
+                452,
+                status("4.3.1"),
+                "Insufficient system storage, try again later",
+            ))
+        }
+        Ok(Err(e)) => {
+            tracing::error!(client = %ip, from = %from, error = %e, reason = "spool_error", "message refused");
+            MessageDecision::Rejected(Reply::new(
+                451,
+                status("4.3.0"),
+                "Local error storing the message, try again later",
+            ))
+        }
+        Err(e) => {
+            tracing::error!(client = %ip, error = %e, reason = "spool_task", "message refused");
+            MessageDecision::Rejected(Reply::new(
+                451,
+                status("4.3.0"),
+                "Local error, try again later",
+            ))
+        }
+    }
+}
+
+async fn local_delivery_loop(
+    delivery: LocalDelivery,
+    mut queue: mpsc::UnboundedReceiver<QueueId>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let delivery = Arc::new(delivery);
+    let mut sweep = tokio::time::interval(LOCAL_SWEEP);
+    loop {
+        let ids: Vec<QueueId> = tokio::select! {
+            _ = stop.changed() => break,
+            Some(id) = queue.recv() => {
+                let mut ids = vec![id];
+                while let Ok(more) = queue.try_recv() {
+                    ids.push(more);
+                }
+                ids
+            }
+            _ = sweep.tick() => {
+                let spool = delivery.spool.clone();
+                tokio::task::spawn_blocking(move || spool.list().unwrap_or_default())
+                    .await
+                    .unwrap_or_default()
+            }
+        };
+        let worker = delivery.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for id in ids {
+                if let Err(e) = worker.deliver(&id) {
+                    tracing::warn!(queue_id = %id, error = %e, "local delivery pass failed");
+                }
+            }
+        })
+        .await;
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn status(text: &str) -> Option<EnhancedStatus> {
+    let mut parts = text.split('.').map(|p| p.parse::<u16>().ok());
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(Some(class)), Some(Some(subject)), Some(Some(detail))) => Some(EnhancedStatus::new(
+            u8::try_from(class).ok()?,
+            subject,
+            detail,
+        )),
+        _ => None,
+    }
+}
+
+fn reply_of(refusal: &Refusal) -> Reply {
+    Reply::new(refusal.code, status(refusal.enhanced), &refusal.text)
+}

@@ -1,0 +1,118 @@
+//! Trace headers: `Received` (added when a message is accepted, RFC 5321 §4.4) and
+//! `Return-Path` (added at final delivery).
+
+use std::net::IpAddr;
+
+/// What the session knows about how a message arrived.
+pub struct Arrival<'a> {
+    pub helo: Option<&'a str>,
+    pub client_ip: IpAddr,
+    pub hostname: &'a str,
+    pub tls: bool,
+    pub authenticated: bool,
+    /// The single recipient, when there is one (multi-recipient mail does not list them,
+    /// so Bcc recipients are not disclosed to each other).
+    pub single_recipient: Option<&'a str>,
+    pub unix_time: u64,
+}
+
+pub fn received(a: &Arrival<'_>) -> String {
+    // RFC 3848 protocol names.
+    let with = match (a.tls, a.authenticated) {
+        (false, false) => "ESMTP",
+        (true, false) => "ESMTPS",
+        (false, true) => "ESMTPA",
+        (true, true) => "ESMTPSA",
+    };
+    let helo = a
+        .helo
+        .map(|h| {
+            h.chars()
+                .filter(|c| c.is_ascii_graphic())
+                .take(255)
+                .collect::<String>()
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    let ip = match a.client_ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("IPv6:{v6}"),
+    };
+    let rcpt = a
+        .single_recipient
+        .map(|r| format!("\r\n\tfor <{r}>"))
+        .unwrap_or_default();
+    format!(
+        "Received: from {helo} ([{ip}])\r\n\tby {} (mxroute) with {with}{rcpt};\r\n\t{}\r\n",
+        a.hostname,
+        rfc5322_date(a.unix_time)
+    )
+}
+
+pub fn return_path(mail_from: &str) -> String {
+    format!("Return-Path: <{mail_from}>\r\n")
+}
+
+/// `Mon, 23 Nov 2026 01:02:03 +0000`, from seconds since the epoch (UTC).
+pub fn rfc5322_date(unix: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = unix / 86_400;
+    let secs = unix % 86_400;
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{}, {day} {} {year} {:02}:{:02}:{:02} +0000",
+        DAYS[(days % 7) as usize],
+        MONTHS[(month - 1) as usize],
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day): Howard Hinnant's civil-from-days.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc5322_date(0), "Thu, 1 Jan 1970 00:00:00 +0000");
+        assert_eq!(rfc5322_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
+        assert_eq!(
+            rfc5322_date(1_795_395_723),
+            "Mon, 23 Nov 2026 01:02:03 +0000"
+        );
+    }
+
+    #[test]
+    fn received_header_is_folded_crlf_and_names_the_protocol() {
+        let h = received(&Arrival {
+            helo: Some("client.example"),
+            client_ip: "127.0.0.2".parse().unwrap(),
+            hostname: "mx.example.com",
+            tls: true,
+            authenticated: false,
+            single_recipient: Some("bob@example.com"),
+            unix_time: 0,
+        });
+        assert!(h.starts_with("Received: from client.example ([127.0.0.2])\r\n\tby mx.example.com (mxroute) with ESMTPS\r\n\tfor <bob@example.com>;"));
+        assert!(h.ends_with("+0000\r\n"));
+        assert!(!h.replace("\r\n", "").contains('\n'));
+    }
+}

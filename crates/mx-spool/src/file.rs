@@ -1,0 +1,635 @@
+//! The embedded backend: plain files in one directory tree.
+//!
+//! ```text
+//! <root>/VERSION        "mxroute-spool 1\n"
+//! <root>/lock           held with flock(2) while a FileSpool has the spool open
+//! <root>/tmp/           files being written; anything here at open was never acknowledged
+//! <root>/queue/<id>.msg    the message (see the `format` module), written once
+//! <root>/queue/<id>.state  delivery state JSON; absent means "initial"
+//! <root>/quarantine/    files recovery could not use, kept for a human
+//! ```
+//!
+//! Durability rests on one pattern, used for every file: write it under `tmp/`, `fsync`
+//! the file (data and metadata), `rename` it into `queue/` (atomic: readers and crashes see
+//! the old name or the new, never a half file), then `fsync` the `queue/` directory so the
+//! rename itself is on disk. Once those four steps returned, the file survives a crash or a
+//! power loss; before the rename completes, a crash leaves at most a file in `tmp/`, which
+//! the next open deletes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::{self, BufReader, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use tracing::{info, warn};
+
+use crate::error::io_error;
+use crate::format::{self, Head, HeadError};
+use crate::{DeliveryState, Envelope, QueueId, QueuedMessage, Spool, SpoolError};
+
+/// The content of `VERSION` for this format.
+const VERSION_TEXT: &str = "mxroute-spool 1\n";
+/// Mail is private: the spool is readable by its owner only.
+const DIR_MODE: u32 = 0o700;
+const FILE_MODE: u32 = 0o600;
+/// A state file larger than this is damaged (real ones are a few hundred bytes per
+/// recipient).
+const MAX_STATE_LEN: u64 = 64 << 20;
+/// Per-message locks, picked by hashing the id: `update_state` and `remove` of one message
+/// must not interleave (or a state could be renamed in after its message was removed,
+/// leaving an orphan), but different messages must not wait for each other's fsyncs.
+const LOCK_STRIPES: usize = 64;
+
+/// What [`FileSpool::open`] found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Complete messages kept in the queue.
+    pub recovered: usize,
+    /// Leftover files deleted from `tmp/` (writes that were never acknowledged).
+    pub removed_tmp: usize,
+    /// Files moved to `quarantine/`: (file name in `queue/`, reason).
+    pub quarantined: Vec<(String, String)>,
+}
+
+/// The embedded spool: plain files under one root directory.
+///
+/// At most one `FileSpool` has a given root open at a time (a `flock` on `<root>/lock`,
+/// released when the value is dropped or the process dies), because recovery deletes
+/// `tmp/`, which would destroy another writer's work in progress.
+#[derive(Debug)]
+pub struct FileSpool {
+    root: PathBuf,
+    tmp: PathBuf,
+    queue: PathBuf,
+    quarantine: PathBuf,
+    /// Holds the flock for as long as the spool is open.
+    _lock: File,
+    stripes: Box<[Mutex<()>]>,
+}
+
+impl FileSpool {
+    /// Opens the spool at `root`, creating it if absent, and recovers from any crash.
+    ///
+    /// Recovery: deletes everything in `tmp/`; checks every message file (header, envelope
+    /// and length) and moves a bad one to `quarantine/`; moves a `.state` without its
+    /// message to `quarantine/`; moves an unreadable `.state` beside a good message to
+    /// `quarantine/`, which gives that message its initial state again (all recipients
+    /// pending: better delivered twice than lost). Nothing is ever deleted from `queue/`.
+    ///
+    /// Errors: [`SpoolError::Version`] for a spool of another format version,
+    /// [`SpoolError::Locked`] if it is open elsewhere, [`SpoolError::Io`] when the file
+    /// system fails (a file that cannot be *read* is not quarantined: the fault may be the
+    /// disk's or the permissions', and an operator should look).
+    pub fn open(root: &Path) -> Result<(FileSpool, RecoveryReport), SpoolError> {
+        create_root(root)?;
+        let lock_path = root.join("lock");
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(FILE_MODE)
+            .open(&lock_path)
+            .map_err(|e| io_error(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(SpoolError::Locked { path: lock_path }),
+            Err(TryLockError::Error(e)) => return Err(io_error(&lock_path, e)),
+        }
+        let spool = FileSpool {
+            root: root.to_path_buf(),
+            tmp: root.join("tmp"),
+            queue: root.join("queue"),
+            quarantine: root.join("quarantine"),
+            _lock: lock,
+            stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+        };
+        spool.check_or_create_layout()?;
+        let report = spool.recover()?;
+        info!(
+            root = %root.display(),
+            recovered = report.recovered,
+            removed_tmp = report.removed_tmp,
+            quarantined = report.quarantined.len(),
+            "spool opened"
+        );
+        Ok((spool, report))
+    }
+
+    /// The spool's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Bytes available to this (unprivileged) process on the spool's file system, so a
+    /// server can refuse new mail early, below a threshold of its choosing.
+    pub fn free_bytes(&self) -> Result<u64, SpoolError> {
+        let st = rustix::fs::statvfs(&self.root).map_err(|e| io_error(&self.root, e.into()))?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
+    fn msg_path(&self, id: &QueueId) -> PathBuf {
+        self.queue.join(format!("{id}.msg"))
+    }
+
+    fn state_path(&self, id: &QueueId) -> PathBuf {
+        self.queue.join(format!("{id}.state"))
+    }
+
+    fn stripe(&self, id: &QueueId) -> MutexGuard<'_, ()> {
+        let mut h = DefaultHasher::new();
+        id.hash(&mut h);
+        let i = (h.finish() % self.stripes.len() as u64) as usize;
+        // The mutex guards no data, so a panic of another holder leaves nothing to repair.
+        self.stripes[i]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Checks `VERSION`, or creates the layout in a new spool.
+    fn check_or_create_layout(&self) -> Result<(), SpoolError> {
+        let version_path = self.root.join("VERSION");
+        match fs::File::open(&version_path) {
+            Ok(f) => {
+                let mut text = Vec::new();
+                f.take(256)
+                    .read_to_end(&mut text)
+                    .map_err(|e| io_error(&version_path, e))?;
+                // Lenient about surrounding white space (an operator's editor may drop the
+                // newline or add a CR), strict about everything else.
+                let found = String::from_utf8_lossy(&text).trim().to_string();
+                if found != VERSION_TEXT.trim() {
+                    return Err(SpoolError::Version { found });
+                }
+                // A missing subdirectory (an operator's cleanup) is recreated, not an error.
+                let mut created = false;
+                for dir in [&self.tmp, &self.queue, &self.quarantine] {
+                    created |= create_dir(dir, false)?;
+                }
+                if created {
+                    sync_dir(&self.root)?;
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Messages without a VERSION are of an unknown format: refuse rather than
+                // guess. (A crash while creating a spool cannot leave messages: they are
+                // only written after open returned, and VERSION is written last.)
+                if dir_has_entries(&self.queue)? {
+                    return Err(SpoolError::Version {
+                        found: "none (VERSION is missing but queue/ is not empty)".to_string(),
+                    });
+                }
+                for dir in [&self.tmp, &self.queue, &self.quarantine] {
+                    create_dir(dir, false)?;
+                }
+                sync_dir(&self.root)?;
+                write_durably(
+                    &self.root.join("VERSION.tmp"),
+                    &version_path,
+                    VERSION_TEXT.as_bytes(),
+                    &self.root,
+                )
+            }
+            Err(e) => Err(io_error(&version_path, e)),
+        }
+    }
+
+    fn recover(&self) -> Result<RecoveryReport, SpoolError> {
+        let mut report = RecoveryReport::default();
+
+        // Whatever is in tmp/ never completed its rename, so it was never acknowledged.
+        for entry in read_dir(&self.tmp)? {
+            let path = self.tmp.join(&entry);
+            let removed = match fs::remove_file(&path) {
+                Err(e) if e.kind() == io::ErrorKind::IsADirectory => fs::remove_dir_all(&path),
+                other => other,
+            };
+            removed.map_err(|e| io_error(&path, e))?;
+            report.removed_tmp += 1;
+        }
+        if report.removed_tmp > 0 {
+            // Not needed for correctness (a deleted file that a power loss brings back is
+            // deleted again at the next open); it keeps tmp/ empty on disk, not just in cache.
+            sync_dir(&self.tmp)?;
+        }
+
+        let mut msgs = BTreeSet::new();
+        let mut states = BTreeSet::new();
+        let mut moved = false;
+        for name in read_dir(&self.queue)? {
+            match classify(&name) {
+                Some((id, Kind::Msg)) => {
+                    msgs.insert(id);
+                }
+                Some((id, Kind::State)) => {
+                    states.insert(id);
+                }
+                None => {
+                    self.quarantine(&name, "unexpected file name in queue/", &mut report)?;
+                    moved = true;
+                }
+            }
+        }
+
+        let mut good = BTreeMap::new();
+        let mut bad = BTreeSet::new();
+        for id in msgs {
+            match self.read_head(&id) {
+                Ok((head, _)) => {
+                    good.insert(id, head.envelope);
+                }
+                Err(SpoolError::Corrupt { reason, .. }) => {
+                    self.quarantine(&OsString::from(format!("{id}.msg")), &reason, &mut report)?;
+                    bad.insert(id);
+                    moved = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        report.recovered = good.len();
+
+        for id in states {
+            let name = OsString::from(format!("{id}.state"));
+            let Some(envelope) = good.get(&id) else {
+                let reason = if bad.contains(&id) {
+                    "its message was quarantined"
+                } else {
+                    // remove() unlinks the message first, so a crash inside remove() leaves
+                    // exactly this; the state alone cannot be delivered and is only kept
+                    // for inspection.
+                    "state without its message (an interrupted removal leaves this)"
+                };
+                self.quarantine(&name, reason, &mut report)?;
+                moved = true;
+                continue;
+            };
+            match self.read_state(&id, envelope) {
+                Ok(_) => {}
+                Err(SpoolError::Corrupt { reason, .. }) => {
+                    // Without the file the message has its initial state again.
+                    let reason = format!(
+                        "{reason}; the message is kept with its initial state \
+                         (recipients already delivered may be delivered again)"
+                    );
+                    self.quarantine(&name, &reason, &mut report)?;
+                    moved = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+
+        if moved {
+            sync_dir(&self.quarantine)?;
+            sync_dir(&self.queue)?;
+        }
+        Ok(report)
+    }
+
+    /// Moves `queue/<name>` to `quarantine/`, under a new name if that one is taken.
+    fn quarantine(
+        &self,
+        name: &OsString,
+        reason: &str,
+        report: &mut RecoveryReport,
+    ) -> Result<(), SpoolError> {
+        let from = self.queue.join(name);
+        let mut to = self.quarantine.join(name);
+        let mut n = 1u32;
+        while to.try_exists().map_err(|e| io_error(&to, e))? {
+            let mut alt = name.clone();
+            alt.push(format!(".{n}"));
+            to = self.quarantine.join(alt);
+            n += 1;
+        }
+        fs::rename(&from, &to).map_err(|e| io_error(&from, e))?;
+        let shown = name.to_string_lossy().into_owned();
+        warn!(file = %shown, reason, to = %to.display(), "spool: quarantined");
+        report.quarantined.push((shown, reason.to_string()));
+        Ok(())
+    }
+
+    /// Opens a message file and reads its head, checking the file length against it.
+    fn read_head(&self, id: &QueueId) -> Result<(Head, BufReader<File>), SpoolError> {
+        let path = self.msg_path(id);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(SpoolError::NotFound(id.clone()));
+            }
+            Err(e) => return Err(io_error(&path, e)),
+        };
+        let len = file.metadata().map_err(|e| io_error(&path, e))?.len();
+        let mut reader = BufReader::new(file);
+        let corrupt = |reason: String| SpoolError::Corrupt {
+            id: id.clone(),
+            reason,
+        };
+        let head = match format::read_head(&mut reader) {
+            Ok(head) => head,
+            Err(HeadError::Corrupt(reason)) => return Err(corrupt(reason)),
+            Err(HeadError::Io(e)) => return Err(io_error(&path, e)),
+        };
+        if head.envelope.id != *id {
+            return Err(corrupt(format!(
+                "the envelope inside names another id, {}",
+                head.envelope.id
+            )));
+        }
+        head.check_len(len).map_err(corrupt)?;
+        Ok((head, reader))
+    }
+
+    /// The state of a message whose envelope is known; no file means the initial state.
+    fn read_state(&self, id: &QueueId, envelope: &Envelope) -> Result<DeliveryState, SpoolError> {
+        let path = self.state_path(id);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(DeliveryState::initial(envelope));
+            }
+            Err(e) => return Err(io_error(&path, e)),
+        };
+        let mut json = Vec::new();
+        file.take(MAX_STATE_LEN)
+            .read_to_end(&mut json)
+            .map_err(|e| io_error(&path, e))?;
+        let corrupt = |reason: String| SpoolError::Corrupt {
+            id: id.clone(),
+            reason,
+        };
+        let state: DeliveryState = serde_json::from_slice(&json)
+            .map_err(|e| corrupt(format!("unreadable state file: {e}")))?;
+        state
+            .check_matches(envelope)
+            .map_err(|e| corrupt(format!("state file does not match the envelope: {e}")))?;
+        Ok(state)
+    }
+
+    /// Writes a message file and renames it into `queue/`: everything of `store` except the
+    /// final fsync of `queue/`. A group-commit batcher runs this for many messages and then
+    /// one [`FileSpool::sync_queue_dir`] for all of them, acknowledging none before that.
+    ///
+    /// On error nothing is left: the temporary file is removed.
+    pub(crate) fn write_message(
+        &self,
+        mut envelope: Envelope,
+        body: &[u8],
+    ) -> Result<QueueId, SpoolError> {
+        let id = QueueId::generate();
+        envelope.id = id.clone();
+        envelope.size = body.len() as u64;
+        let tmp_path = self.tmp.join(format!("{id}.msg"));
+        let head = format::encode_head(&envelope).map_err(|e| SpoolError::Io {
+            path: tmp_path.clone(),
+            source: io::Error::other(e),
+        })?;
+        let final_path = self.msg_path(&id);
+        let written = (|| {
+            // create_new: ids are unique, so an existing file would be a bug; refuse to
+            // write through it.
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(FILE_MODE)
+                .open(&tmp_path)
+                .map_err(|e| (&tmp_path, e))?;
+            file.write_all(&head).map_err(|e| (&tmp_path, e))?;
+            file.write_all(body).map_err(|e| (&tmp_path, e))?;
+            // fsync, not fdatasync: the file's size (metadata) must be durable too, or a
+            // power loss could leave a renamed file whose length is still zero.
+            file.sync_all().map_err(|e| (&tmp_path, e))?;
+            drop(file);
+            fs::rename(&tmp_path, &final_path).map_err(|e| (&final_path, e))
+        })();
+        match written {
+            Ok(()) => Ok(id),
+            Err((path, e)) => {
+                remove_quietly(&tmp_path);
+                Err(io_error(path, e))
+            }
+        }
+    }
+
+    /// Makes every rename into (and unlink from) `queue/` so far durable.
+    pub(crate) fn sync_queue_dir(&self) -> Result<(), SpoolError> {
+        sync_dir(&self.queue)
+    }
+}
+
+impl Spool for FileSpool {
+    fn store(&self, envelope: Envelope, body: &[u8]) -> Result<QueueId, SpoolError> {
+        let id = self.write_message(envelope, body)?;
+        if let Err(e) = self.sync_queue_dir() {
+            // We will not acknowledge this message, so take it back (best effort: if it
+            // survives a crash anyway, it is delivered, and the client's retry makes a
+            // duplicate, never a loss).
+            remove_quietly(&self.msg_path(&id));
+            let _ = self.sync_queue_dir();
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    fn list(&self) -> Result<Vec<QueueId>, SpoolError> {
+        let mut ids: Vec<QueueId> = read_dir(&self.queue)?
+            .iter()
+            .filter_map(|name| match classify(name) {
+                Some((id, Kind::Msg)) => Some(id),
+                _ => None,
+            })
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    fn load(&self, id: &QueueId) -> Result<QueuedMessage, SpoolError> {
+        let (head, _) = self.read_head(id)?;
+        let state = self.read_state(id, &head.envelope)?;
+        Ok(QueuedMessage {
+            envelope: head.envelope,
+            state,
+        })
+    }
+
+    fn body(&self, id: &QueueId) -> Result<Vec<u8>, SpoolError> {
+        let (head, reader) = self.read_head(id)?;
+        let size = head.envelope.size;
+        let mut body = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        // The length was checked against the file; read no more than promised even if the
+        // file grew since (it must not, but a reader should not trust that).
+        reader
+            .take(size)
+            .read_to_end(&mut body)
+            .map_err(|e| io_error(&self.msg_path(id), e))?;
+        if body.len() as u64 != size {
+            return Err(SpoolError::Corrupt {
+                id: id.clone(),
+                reason: format!("body is {} bytes, envelope says {size}", body.len()),
+            });
+        }
+        Ok(body)
+    }
+
+    fn update_state(&self, id: &QueueId, state: &DeliveryState) -> Result<(), SpoolError> {
+        let _guard = self.stripe(id);
+        let (head, _) = self.read_head(id)?;
+        state
+            .check_matches(&head.envelope)
+            .map_err(|reason| SpoolError::StateMismatch {
+                id: id.clone(),
+                reason,
+            })?;
+        let tmp_path = self.tmp.join(format!("{id}.state"));
+        let mut json = serde_json::to_vec(state).map_err(|e| SpoolError::Io {
+            path: tmp_path.clone(),
+            source: io::Error::other(e),
+        })?;
+        json.push(b'\n');
+        write_durably(&tmp_path, &self.state_path(id), &json, &self.queue)
+    }
+
+    fn remove(&self, id: &QueueId) -> Result<(), SpoolError> {
+        let _guard = self.stripe(id);
+        // The message first: if we crash between the two unlinks, what is left is a state
+        // without a message (quarantined at the next open), not a message without its
+        // state (which would be delivered again to everyone).
+        let msg = self.msg_path(id);
+        match fs::remove_file(&msg) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(SpoolError::NotFound(id.clone()));
+            }
+            Err(e) => return Err(io_error(&msg, e)),
+        }
+        let state = self.state_path(id);
+        match fs::remove_file(&state) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&state, e)),
+        }
+        // One fsync for both unlinks. Journaling file systems commit directory operations in
+        // order; should one persist only the second, the message comes back with its initial
+        // state: delivered twice, never lost.
+        self.sync_queue_dir()
+    }
+}
+
+/// The two kinds of files in `queue/`.
+enum Kind {
+    Msg,
+    State,
+}
+
+/// `<id>.msg` or `<id>.state` with a valid id; anything else is not ours.
+fn classify(name: &OsString) -> Option<(QueueId, Kind)> {
+    let (stem, ext) = name.to_str()?.split_once('.')?;
+    let kind = match ext {
+        "msg" => Kind::Msg,
+        "state" => Kind::State,
+        _ => return None,
+    };
+    Some((QueueId::new(stem).ok()?, kind))
+}
+
+/// Write `bytes` to `tmp_path`, fsync, rename to `final_path`, fsync `dir` (the directory
+/// of `final_path`). The old `final_path`, if any, stays until the rename replaces it
+/// atomically. On error the temporary file is removed.
+fn write_durably(
+    tmp_path: &Path,
+    final_path: &Path,
+    bytes: &[u8],
+    dir: &Path,
+) -> Result<(), SpoolError> {
+    let written = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(FILE_MODE)
+            .open(tmp_path)
+            .map_err(|e| (tmp_path, e))?;
+        file.write_all(bytes).map_err(|e| (tmp_path, e))?;
+        file.sync_all().map_err(|e| (tmp_path, e))?;
+        drop(file);
+        fs::rename(tmp_path, final_path).map_err(|e| (final_path, e))
+    })();
+    if let Err((path, e)) = written {
+        remove_quietly(tmp_path);
+        return Err(io_error(path, e));
+    }
+    sync_dir(dir)
+}
+
+/// fsync a directory: makes the creations, renames and unlinks in it durable.
+fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error(dir, e))
+}
+
+/// Creates the root directory and any missing parents, and makes their directory entries
+/// durable: a spool whose own directory could vanish in a power loss would take its
+/// acknowledged messages with it.
+fn create_root(root: &Path) -> Result<(), SpoolError> {
+    let mut missing = Vec::new();
+    for dir in root.ancestors().filter(|d| !d.as_os_str().is_empty()) {
+        if dir.try_exists().map_err(|e| io_error(dir, e))? {
+            break;
+        }
+        missing.push(dir);
+    }
+    create_dir(root, true)?;
+    for dir in missing {
+        let parent = dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Creates a directory (mode 0700) unless it exists; true if it was created.
+fn create_dir(dir: &Path, recursive: bool) -> Result<bool, SpoolError> {
+    match DirBuilder::new()
+        .recursive(recursive)
+        .mode(DIR_MODE)
+        .create(dir)
+    {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(false),
+        Err(e) => Err(io_error(dir, e)),
+    }
+}
+
+/// The names in a directory.
+fn read_dir(dir: &Path) -> Result<Vec<OsString>, SpoolError> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
+        names.push(entry.map_err(|e| io_error(dir, e))?.file_name());
+    }
+    Ok(names)
+}
+
+fn dir_has_entries(dir: &Path) -> Result<bool, SpoolError> {
+    match fs::read_dir(dir) {
+        Ok(mut entries) => Ok(entries.next().is_some()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_error(dir, e)),
+    }
+}
+
+/// Cleanup on an error path: the original error is what the caller needs; a file we fail
+/// to remove here is in `tmp/` (deleted at the next open) or an unacknowledged message.
+fn remove_quietly(path: &Path) {
+    if let Err(e) = fs::remove_file(path)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        warn!(path = %path.display(), error = %e, "spool: could not remove after a failed write");
+    }
+}
