@@ -67,6 +67,7 @@ impl LocalDelivery {
                     match result {
                         Ok(path) => {
                             tracing::info!(queue_id = %id, to = %rcpt.address, path = %path.display(), status = "delivered", "local delivery");
+                            crate::metrics::local_delivery("delivered");
                             rcpt.status = RecipientStatus::Delivered;
                             rcpt.last_reply = Some("250 2.0.0 delivered to Maildir".into());
                             pass.delivered += 1;
@@ -75,6 +76,7 @@ impl LocalDelivery {
                             // Left pending: the next pass tries again. A full disk is not a
                             // reason to lose the message.
                             tracing::warn!(queue_id = %id, to = %rcpt.address, error = %e, status = "deferred", "local delivery failed");
+                            crate::metrics::local_delivery("deferred");
                             rcpt.status = RecipientStatus::Deferred;
                             rcpt.last_reply = Some(format!("451 4.3.0 Maildir write failed: {e}"));
                             pass.failed += 1;

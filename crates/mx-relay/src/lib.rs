@@ -4,6 +4,7 @@
 pub mod config;
 pub mod inbound;
 pub mod maildir;
+pub mod metrics;
 pub mod policy;
 pub mod server;
 pub mod tls;

@@ -22,7 +22,7 @@ use tokio_rustls::server::TlsStream;
 use crate::inbound::LocalDelivery;
 use crate::policy::{Refusal, RelayPolicy};
 use crate::users::Users;
-use crate::{Config, RelayError, tls, trace};
+use crate::{Config, RelayError, metrics, tls, trace};
 
 /// Everything the sessions share.
 struct Shared {
@@ -46,6 +46,7 @@ struct Shared {
 /// A running relay. Dropping it does not stop it: call [`Relay::shutdown`].
 pub struct Relay {
     addrs: Vec<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -138,12 +139,30 @@ impl Relay {
             maildir_root: config.server.maildir_root.clone(),
             hostname,
         };
+        let mut metrics_addr = None;
+        if let Some(addr) = config.metrics.listen {
+            let (bound, endpoint) = metrics::serve(addr, spool.clone(), stopped.clone()).await?;
+            metrics_addr = Some(bound);
+            tasks.spawn(async move {
+                let _ = endpoint.await;
+            });
+        }
         tasks.spawn(local_delivery_loop(delivery, local_rx, stopped));
-        Ok(Relay { addrs, stop, tasks })
+        Ok(Relay {
+            addrs,
+            metrics_addr,
+            stop,
+            tasks,
+        })
     }
 
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Where `/metrics` is served, when `metrics.listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Stop accepting, let sessions in DATA finish (bounded), and wait for every task.
@@ -190,6 +209,7 @@ struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        metrics::connection_closed();
         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
         let mut per_ip = self.shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = per_ip.get_mut(&self.ip) {
@@ -208,6 +228,7 @@ fn take_slot(shared: &Arc<Shared>, ip: IpAddr) -> Option<Slot> {
     *mine += 1;
     let over = total > shared.max_connections || *mine > shared.max_connections_per_ip;
     drop(per_ip);
+    metrics::connection_opened();
     let slot = Slot {
         shared: shared.clone(),
         ip,
@@ -258,6 +279,7 @@ async fn connection(
     let ip = canonical(peer.ip());
     let Some(_slot) = take_slot(&shared, ip) else {
         tracing::info!(client = %ip, reason = "connection_limit", "connection refused");
+        metrics::connection_refused("connection_limit");
         let reply = Reply::new(
             421,
             status("4.7.0"),
@@ -277,6 +299,7 @@ async fn connection(
         {
             if n > 0 {
                 tracing::info!(client = %ip, reason = "early_talker", "connection refused");
+                metrics::connection_refused("early_talker");
                 let _ =
                     write_flush(&mut stream, &ServerSession::early_talker_reply().to_bytes()).await;
             }
@@ -342,6 +365,7 @@ async fn run_session(
                     ) {
                         Ok(_) => RcptDecision::Accept,
                         Err(refusal) => {
+                            metrics::recipient_refused(refusal.enhanced);
                             tracing::info!(client = %ip, to = %address, reply = %refusal.text, reason = %refusal.enhanced, "recipient refused");
                             RcptDecision::Reject(reply_of(&refusal))
                         }
@@ -479,6 +503,7 @@ async fn accept_message(
     match stored {
         Ok(Ok(id)) => {
             tracing::info!(queue_id = %id, client = %ip, from = %from, recipients = rcpts, size = message.body.len(), "message accepted");
+            metrics::message_accepted(message.body.len());
             let _ = shared.local.send(id.clone());
             MessageDecision::Accepted {
                 queue_id: id.to_string(),
@@ -486,6 +511,7 @@ async fn accept_message(
         }
         Ok(Err(SpoolError::NoSpace)) => {
             tracing::warn!(client = %ip, from = %from, reason = "no_space", "message refused");
+            metrics::message_refused("no_space");
             MessageDecision::Rejected(Reply::new(
                 452,
                 status("4.3.1"),
@@ -494,6 +520,7 @@ async fn accept_message(
         }
         Ok(Err(e)) => {
             tracing::error!(client = %ip, from = %from, error = %e, reason = "spool_error", "message refused");
+            metrics::message_refused("spool_error");
             MessageDecision::Rejected(Reply::new(
                 451,
                 status("4.3.0"),

@@ -50,6 +50,12 @@ pub enum SpoolError {
         /// The lock file.
         path: PathBuf,
     },
+    /// The spool was opened with [`FileSpool::open_readonly`](crate::FileSpool::open_readonly).
+    #[error("{path}: the spool is open read-only")]
+    ReadOnly {
+        /// The spool root.
+        path: PathBuf,
+    },
     /// [`Spool::update_state`](crate::Spool::update_state) was given a state whose recipients
     /// are not the envelope's.
     #[error("delivery state for {id} does not match its envelope: {reason}")]

@@ -66,8 +66,8 @@ pub struct FileSpool {
     tmp: PathBuf,
     queue: PathBuf,
     quarantine: PathBuf,
-    /// Holds the flock for as long as the spool is open.
-    _lock: File,
+    /// Holds the flock for as long as the spool is open; None when opened read-only.
+    _lock: Option<File>,
     stripes: Box<[Mutex<()>]>,
 }
 
@@ -105,7 +105,7 @@ impl FileSpool {
             tmp: root.join("tmp"),
             queue: root.join("queue"),
             quarantine: root.join("quarantine"),
-            _lock: lock,
+            _lock: Some(lock),
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         };
         spool.check_or_create_layout()?;
@@ -118,6 +118,37 @@ impl FileSpool {
             "spool opened"
         );
         Ok((spool, report))
+    }
+
+    /// Opens an existing spool for reading only, beside a relay that may hold it open: no
+    /// lock, no recovery, and every change is refused with [`SpoolError::ReadOnly`]. Reads
+    /// are safe against the writer because message files are immutable once in `queue/` and
+    /// state files are replaced by rename, never rewritten in place.
+    pub fn open_readonly(root: &Path) -> Result<FileSpool, SpoolError> {
+        let version_path = root.join("VERSION");
+        let text = fs::read_to_string(&version_path).map_err(|e| io_error(&version_path, e))?;
+        let found = text.trim().to_string();
+        if found != VERSION_TEXT.trim() {
+            return Err(SpoolError::Version { found });
+        }
+        Ok(FileSpool {
+            root: root.to_path_buf(),
+            tmp: root.join("tmp"),
+            queue: root.join("queue"),
+            quarantine: root.join("quarantine"),
+            _lock: None,
+            stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+        })
+    }
+
+    fn writable(&self) -> Result<(), SpoolError> {
+        if self._lock.is_some() {
+            Ok(())
+        } else {
+            Err(SpoolError::ReadOnly {
+                path: self.root.clone(),
+            })
+        }
     }
 
     /// The spool's root directory.
@@ -423,6 +454,7 @@ impl FileSpool {
 
 impl Spool for FileSpool {
     fn store(&self, envelope: Envelope, body: &[u8]) -> Result<QueueId, SpoolError> {
+        self.writable()?;
         let id = self.write_message(envelope, body)?;
         if let Err(e) = self.sync_queue_dir() {
             // We will not acknowledge this message, so take it back (best effort: if it
@@ -476,6 +508,7 @@ impl Spool for FileSpool {
     }
 
     fn update_state(&self, id: &QueueId, state: &DeliveryState) -> Result<(), SpoolError> {
+        self.writable()?;
         let _guard = self.stripe(id);
         let (head, _) = self.read_head(id)?;
         state
@@ -494,6 +527,7 @@ impl Spool for FileSpool {
     }
 
     fn remove(&self, id: &QueueId) -> Result<(), SpoolError> {
+        self.writable()?;
         let _guard = self.stripe(id);
         // The message first: if we crash between the two unlinks, what is left is a state
         // without a message (quarantined at the next open), not a message without its

@@ -711,3 +711,27 @@ fn any_envelope_and_body_round_trip_through_the_spool() {
     assert_eq!(report.recovered, 64);
     assert!(report.quarantined.is_empty());
 }
+
+#[test]
+fn read_only_open_works_beside_a_writer_and_refuses_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, _) = FileSpool::open(dir.path()).unwrap();
+    let id = writer
+        .store(
+            Envelope::new("a@example.com", vec!["b@example.org".into()]),
+            b"x\r\n",
+        )
+        .unwrap();
+    let reader = FileSpool::open_readonly(dir.path()).unwrap();
+    assert_eq!(reader.list().unwrap(), vec![id.clone()]);
+    assert_eq!(reader.body(&id).unwrap(), b"x\r\n");
+    assert!(matches!(
+        reader.remove(&id),
+        Err(SpoolError::ReadOnly { .. })
+    ));
+    assert!(matches!(
+        reader.store(Envelope::new("", vec!["c@example.org".into()]), b"y"),
+        Err(SpoolError::ReadOnly { .. })
+    ));
+    assert_eq!(writer.list().unwrap(), vec![id]);
+}

@@ -2,6 +2,7 @@
 //! library crates.
 
 mod lab_cmd;
+mod queue_cmd;
 mod relay_cmd;
 mod route_cmd;
 mod table;
@@ -17,6 +18,7 @@ pub mod exit {
     pub const NO_INPUT: u8 = 66;
     pub const SOFTWARE: u8 = 70;
     pub const OS_ERR: u8 = 71;
+    pub const TEMPFAIL: u8 = 75;
     pub const CONFIG: u8 = 78;
 }
 
@@ -62,6 +64,8 @@ enum Command {
     Route(route_cmd::RouteArgs),
     /// The MTA: receive mail for our domains into Maildir, and queue relay mail durably.
     Relay(relay_cmd::RelayArgs),
+    /// Look at and act on the relay's queue (spool).
+    Queue(queue_cmd::QueueArgs),
     /// The lab: a self-contained mail internet on loopback.
     #[command(subcommand)]
     Lab(lab_cmd::LabCommand),
@@ -94,6 +98,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(filter);
     if cli.log_format == "json" {
         logs.json().init();
@@ -115,6 +120,7 @@ fn main() -> ExitCode {
             Command::Route(args) => route_cmd::run(args).await,
             Command::Lab(cmd) => lab_cmd::run(cmd).await,
             Command::Relay(args) => relay_cmd::run(args).await,
+            Command::Queue(args) => queue_cmd::run(args).await,
         }
     });
     match result {
