@@ -65,16 +65,11 @@ impl Relay {
             None => Users::default(),
         };
         let spool_path = config.spool.path.clone();
-        let (spool, report) = tokio::task::spawn_blocking(move || FileSpool::open(&spool_path))
+        // The spool logs what its recovery did (and each quarantined file) itself.
+        let (spool, _report) = tokio::task::spawn_blocking(move || FileSpool::open(&spool_path))
             .await
             .map_err(|e| RelayError::Spool(e.to_string()))?
             .map_err(|e| RelayError::Spool(e.to_string()))?;
-        tracing::info!(
-            recovered = report.recovered,
-            removed_tmp = report.removed_tmp,
-            quarantined = report.quarantined.len(),
-            "spool opened"
-        );
         let tls = match (&config.server.tls_cert, &config.server.tls_key) {
             (Some(cert), Some(key)) => Some(tls::from_files(cert, key)?),
             _ if config.server.starttls => Some(tls::self_signed(&hostname)?),
