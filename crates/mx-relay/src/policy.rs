@@ -112,7 +112,7 @@ impl RelayPolicy {
 }
 
 /// An IPv4 client seen on a dual-stack socket (`::ffff:a.b.c.d`) is judged as IPv4.
-fn canonical_ip(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,

@@ -20,7 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::inbound::LocalDelivery;
-use crate::policy::{Refusal, RelayPolicy};
+use crate::policy::{Refusal, RelayPolicy, canonical_ip};
 use crate::users::Users;
 use crate::{Config, RelayError, metrics, tls, trace};
 
@@ -271,7 +271,7 @@ async fn connection(
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
 ) {
-    let ip = canonical(peer.ip());
+    let ip = canonical_ip(peer.ip());
     let Some(_slot) = take_slot(&shared, ip) else {
         tracing::info!(client = %ip, reason = "connection_limit", "connection refused");
         metrics::connection_refused("connection_limit");
@@ -455,6 +455,19 @@ async fn accept_message(
     session: &ServerSession,
     message: mx_smtp::Message,
 ) -> MessageDecision {
+    // SMTP smuggling through NUL: mx-smtp refuses bare CR and LF but lets NUL octets through,
+    // so `CRLF NUL . CRLF` followed by commands was stored as one message. Relayed verbatim,
+    // it would end early at a next hop that drops NUL octets (some do), and the rest would
+    // run there as a second transaction. NUL has no place in a message without BINARYMIME
+    // (RFC 5322 §3.5, RFC 6152 §2), which is not offered: refused whole, before the spool.
+    if message.body.contains(&0) {
+        tracing::info!(client = %ip, reason = "nul_octet", "message refused");
+        return MessageDecision::Rejected(Reply::new(
+            550,
+            status("5.6.0"),
+            "Message refused: it contains a NUL octet",
+        ));
+    }
     let env = &message.envelope;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -566,13 +579,6 @@ async fn local_delivery_loop(
             }
         })
         .await;
-    }
-}
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 
