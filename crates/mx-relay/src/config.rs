@@ -113,11 +113,58 @@ pub struct DnsSection {
 pub struct DeliverySection {
     /// Destination SMTP port (25 unless a lab or a test says otherwise).
     pub port: u16,
+    /// Messages delivered at the same time.
+    pub concurrency: usize,
+    pub first_retry_secs: u64,
+    pub max_retry_interval_secs: u64,
+    pub queue_lifetime_secs: u64,
+    /// Send a "delayed" notice after this long (0: never).
+    pub delay_warning_secs: u64,
+    pub connect_timeout_secs: u64,
+    /// RFC 5321 §4.5.3.2 client timeouts.
+    pub greeting_timeout_secs: u64,
+    pub command_timeout_secs: u64,
+    pub data_timeout_secs: u64,
+    pub data_end_timeout_secs: u64,
+    /// STARTTLS toward exchangers: "opportunistic" (default) or "never".
+    pub starttls: String,
+    /// Domains whose exchangers must offer STARTTLS with a certificate valid for the MX
+    /// host name; otherwise mail for them waits.
+    pub require_tls_domains: Vec<String>,
+    /// Extra PEM CA certificates trusted for require_tls_domains (the lab's, say).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for DeliverySection {
     fn default() -> Self {
-        DeliverySection { port: 25 }
+        let schedule = crate::outbound::schedule::Schedule::default();
+        DeliverySection {
+            port: 25,
+            concurrency: 32,
+            first_retry_secs: schedule.first_retry_secs,
+            max_retry_interval_secs: schedule.max_retry_interval_secs,
+            queue_lifetime_secs: schedule.queue_lifetime_secs,
+            delay_warning_secs: schedule.delay_warning_secs,
+            connect_timeout_secs: 30,
+            greeting_timeout_secs: 300,
+            command_timeout_secs: 300,
+            data_timeout_secs: 180,
+            data_end_timeout_secs: 600,
+            starttls: "opportunistic".into(),
+            require_tls_domains: Vec::new(),
+            tls_ca_file: None,
+        }
+    }
+}
+
+impl DeliverySection {
+    pub fn schedule(&self) -> crate::outbound::schedule::Schedule {
+        crate::outbound::schedule::Schedule {
+            first_retry_secs: self.first_retry_secs,
+            max_retry_interval_secs: self.max_retry_interval_secs,
+            queue_lifetime_secs: self.queue_lifetime_secs,
+            delay_warning_secs: self.delay_warning_secs,
+        }
     }
 }
 
@@ -195,6 +242,19 @@ impl Config {
             &mut self.server.catch_all_domains,
         )?;
         domains("routing.local_names", &mut self.routing.local_names)?;
+        domains(
+            "delivery.require_tls_domains",
+            &mut self.delivery.require_tls_domains,
+        )?;
+        if !["opportunistic", "never"].contains(&self.delivery.starttls.as_str()) {
+            return Err(format!(
+                "delivery.starttls: {:?} (expected \"opportunistic\" or \"never\")",
+                self.delivery.starttls
+            ));
+        }
+        if self.delivery.first_retry_secs == 0 {
+            return Err("delivery.first_retry_secs: must be more than 0".into());
+        }
         for d in &self.server.catch_all_domains {
             if !self.server.local_domains.contains(d) {
                 self.server.local_domains.push(d.clone());

@@ -5,6 +5,7 @@ pub mod config;
 pub mod inbound;
 pub mod maildir;
 pub mod metrics;
+pub mod outbound;
 pub mod policy;
 pub mod server;
 pub mod tls;

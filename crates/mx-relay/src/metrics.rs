@@ -128,3 +128,11 @@ async fn spool_gauges(spool: &Arc<FileSpool>) {
         metrics::gauge!("mxroute_spool_oldest_age_seconds").set(age as f64);
     }
 }
+
+pub fn delivery_result(status: &'static str) {
+    metrics::counter!("mxroute_delivery_results_total", "status" => status).increment(1);
+}
+
+pub fn delivery_attempt(exchanger: &str, outcome: &'static str) {
+    metrics::counter!("mxroute_delivery_attempts_total", "exchanger" => exchanger.to_string(), "outcome" => outcome).increment(1);
+}

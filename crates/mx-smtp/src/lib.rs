@@ -129,6 +129,7 @@ mod address;
 mod auth;
 mod config;
 mod data;
+pub mod dsn;
 mod error;
 mod reply;
 mod server;

@@ -1,0 +1,391 @@
+//! The delivery engine: takes due messages from the spool, delivers local copies into
+//! Maildir and remote ones over MX routes, and records every recipient's fate. It is the only
+//! writer of a message's delivery state, so no two updates can race.
+
+pub mod schedule;
+pub mod smtp;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mx_core::{Attempt, Status};
+use mx_dns::{BoxFuture, Router};
+use mx_spool::{Envelope, FileSpool, QueueId, QueuedMessage, Spool, SpoolError};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::policy::{Destination, RelayPolicy};
+use crate::users::Users;
+use crate::{maildir, metrics, trace};
+use schedule::{Failed, RecipientResult, Schedule};
+
+/// One message on its way to one domain's exchangers.
+pub struct Delivery<'a> {
+    pub mail_from: &'a str,
+    pub recipients: &'a [String],
+    pub body: &'a [u8],
+    pub body_8bit: bool,
+    pub smtputf8: bool,
+}
+
+/// What one attempt (one address of the route) came to.
+#[derive(Debug)]
+pub enum AttemptOutcome {
+    /// Nothing was decided over this address (refused, timeout, 421, 4xx to the greeting,
+    /// EHLO or MAIL, TLS failure where TLS is required): the next attempt is tried.
+    NextAttempt { reason: String },
+    /// The transaction ran: one result per recipient, in order.
+    Done(Vec<RecipientResult>),
+}
+
+/// How an attempt reaches an exchanger. The SMTP client is the real one; the trait keeps the
+/// engine's walk over the route apart from the wire.
+pub trait Transport: Send + Sync {
+    fn attempt<'a>(
+        &'a self,
+        attempt: &'a Attempt,
+        delivery: &'a Delivery<'a>,
+    ) -> BoxFuture<'a, AttemptOutcome>;
+}
+
+pub struct Engine {
+    pub spool: Arc<FileSpool>,
+    pub router: Arc<Router>,
+    pub transport: Arc<dyn Transport>,
+    pub schedule: Schedule,
+    pub policy: Arc<RelayPolicy>,
+    pub users: Arc<Users>,
+    pub maildir_root: std::path::PathBuf,
+    pub hostname: String,
+    /// Messages delivered concurrently.
+    pub concurrency: usize,
+    pub in_flight: Mutex<HashSet<QueueId>>,
+    /// New messages (bounces) go back into the engine through this.
+    pub wake: mpsc::UnboundedSender<QueueId>,
+}
+
+/// How often the spool is scanned for messages whose retry time has come.
+const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Engine {
+    /// Deliver what is due, as it becomes due, until `stop`.
+    pub async fn run(
+        self: Arc<Self>,
+        mut wake: mpsc::UnboundedReceiver<QueueId>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
+        let mut scan = tokio::time::interval(SCAN_INTERVAL);
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            let ids: Vec<QueueId> = tokio::select! {
+                _ = stop.changed() => break,
+                Some(id) = wake.recv() => {
+                    let mut ids = vec![id];
+                    while let Ok(more) = wake.try_recv() {
+                        ids.push(more);
+                    }
+                    ids
+                }
+                _ = scan.tick() => self.due().await,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            };
+            for id in ids {
+                if !self.claim(&id) {
+                    continue;
+                }
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                let engine = self.clone();
+                tasks.spawn(async move {
+                    if let Err(e) = engine.deliver_message(&id).await {
+                        tracing::warn!(queue_id = %id, error = %e, "delivery run failed");
+                    }
+                    engine.release(&id);
+                    drop(permit);
+                });
+            }
+        }
+        // Runs in progress finish: each ends with a durable state update.
+        while tasks.join_next().await.is_some() {}
+    }
+
+    fn claim(&self, id: &QueueId) -> bool {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone())
+    }
+
+    fn release(&self, id: &QueueId) {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    /// Messages whose next attempt time has come, not already being delivered.
+    async fn due(&self) -> Vec<QueueId> {
+        let spool = self.spool.clone();
+        let now = unix_now();
+        let busy: HashSet<QueueId> = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        tokio::task::spawn_blocking(move || {
+            let ids = spool.list().unwrap_or_default();
+            ids.into_iter()
+                .filter(|id| !busy.contains(id))
+                .filter(|id| {
+                    spool
+                        .load(id)
+                        .map(|m| m.state.next_attempt_at <= now && !m.state.is_complete())
+                        .unwrap_or(false)
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// One delivery run for one message: local copies first (fast, and independent of the
+    /// network), then each remote domain over its route.
+    pub async fn deliver_message(&self, id: &QueueId) -> Result<(), SpoolError> {
+        let spool = self.spool.clone();
+        let (message, body) = {
+            let id = id.clone();
+            tokio::task::spawn_blocking(move || -> Result<(QueuedMessage, Vec<u8>), SpoolError> {
+                Ok((spool.load(&id)?, spool.body(&id)?))
+            })
+            .await
+            .map_err(|e| SpoolError::Io {
+                path: Default::default(),
+                source: std::io::Error::other(e),
+            })??
+        };
+        let now = unix_now();
+        if message.state.next_attempt_at > now || message.state.is_complete() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let envelope = &message.envelope;
+        let mut results: Vec<(String, RecipientResult)> = Vec::new();
+        let mut remote: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for rcpt in message
+            .state
+            .recipients
+            .iter()
+            .filter(|r| !r.status.is_final())
+        {
+            let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+            match self
+                .policy
+                .recipient(&rcpt.address, loopback, true, &self.users)
+            {
+                Ok(Destination::Local { domain, mailbox }) => {
+                    let result = self.local_copy(envelope, &body, &domain, &mailbox).await;
+                    log_result(id, &rcpt.address, "local", started, &result);
+                    results.push((rcpt.address.clone(), result));
+                }
+                Ok(Destination::Remote { domain }) => {
+                    remote.entry(domain).or_default().push(rcpt.address.clone());
+                }
+                Err(refusal) => {
+                    // A local user removed after the message was accepted.
+                    let result = RecipientResult::Permanent {
+                        reply: format!("{} {} {}", refusal.code, refusal.enhanced, refusal.text),
+                    };
+                    log_result(id, &rcpt.address, "local", started, &result);
+                    results.push((rcpt.address.clone(), result));
+                }
+            }
+        }
+        for (domain, recipients) in &remote {
+            let delivery = Delivery {
+                mail_from: &envelope.mail_from,
+                recipients,
+                body: &body,
+                body_8bit: envelope.body_8bit,
+                smtputf8: envelope.smtputf8,
+            };
+            let outcome = self.deliver_domain(id, domain, &delivery, started).await;
+            results.extend(recipients.iter().cloned().zip(outcome));
+        }
+        let mut state = message.state.clone();
+        let failed = schedule::apply(
+            &mut state,
+            &results,
+            envelope.received_at,
+            now,
+            &self.schedule,
+        );
+        if !failed.is_empty() {
+            self.bounce(&message, &body, &failed, now).await;
+        }
+        let spool = self.spool.clone();
+        let id = id.clone();
+        tokio::task::spawn_blocking(move || {
+            if state.is_complete() {
+                spool.remove(&id)
+            } else {
+                spool.update_state(&id, &state)
+            }
+        })
+        .await
+        .map_err(|e| SpoolError::Io {
+            path: Default::default(),
+            source: std::io::Error::other(e),
+        })?
+    }
+
+    /// Walk one domain's route: the result for each recipient, in order.
+    async fn deliver_domain(
+        &self,
+        id: &QueueId,
+        domain: &str,
+        delivery: &Delivery<'_>,
+        started: Instant,
+    ) -> Vec<RecipientResult> {
+        let all = |result: RecipientResult| vec![result; delivery.recipients.len()];
+        let route = match self.router.route(domain).await {
+            Ok(route) => route,
+            Err(e) => {
+                return all(RecipientResult::Permanent {
+                    reply: format!("501 5.1.3 Bad recipient domain: {e}"),
+                });
+            }
+        };
+        if route.status != Status::Ok {
+            let reply = route
+                .reply
+                .as_ref()
+                .map(|r| format!("{} {} {}", r.code, r.enhanced, r.text))
+                .unwrap_or_default();
+            let result = if route.status == Status::Tempfail {
+                RecipientResult::Temporary { reply }
+            } else {
+                RecipientResult::Permanent { reply }
+            };
+            for rcpt in delivery.recipients {
+                log_result(id, rcpt, "none", started, &result);
+            }
+            return all(result);
+        }
+        let mut last = String::from("451 4.4.0 No exchanger could be reached");
+        for attempt in &route.attempts {
+            let relay = format!("{}[{}]:{}", attempt.host, attempt.ip, attempt.port);
+            match self.transport.attempt(attempt, delivery).await {
+                AttemptOutcome::Done(results) => {
+                    metrics::delivery_attempt(&attempt.host, "done");
+                    for (rcpt, result) in delivery.recipients.iter().zip(&results) {
+                        log_result(id, rcpt, &relay, started, result);
+                    }
+                    return results;
+                }
+                AttemptOutcome::NextAttempt { reason } => {
+                    metrics::delivery_attempt(&attempt.host, "next");
+                    tracing::info!(queue_id = %id, relay = %relay, reason = %reason, "attempt failed, trying the next exchanger");
+                    last = reason;
+                }
+            }
+        }
+        let result = RecipientResult::Temporary {
+            reply: format!("{last} (all {} attempt(s) failed)", route.attempts.len()),
+        };
+        for rcpt in delivery.recipients {
+            log_result(id, rcpt, "none", started, &result);
+        }
+        all(result)
+    }
+
+    async fn local_copy(
+        &self,
+        envelope: &Envelope,
+        body: &[u8],
+        domain: &str,
+        mailbox: &str,
+    ) -> RecipientResult {
+        let root = self.maildir_root.clone();
+        let hostname = self.hostname.clone();
+        let prefix = trace::return_path(&envelope.mail_from);
+        let (domain, mailbox) = (domain.to_string(), mailbox.to_string());
+        let body = body.to_vec();
+        let written = tokio::task::spawn_blocking(move || {
+            maildir::deliver(
+                &root,
+                &domain,
+                &mailbox,
+                &hostname,
+                prefix.as_bytes(),
+                &body,
+            )
+        })
+        .await;
+        match written {
+            Ok(Ok(_)) => {
+                metrics::local_delivery("delivered");
+                RecipientResult::Delivered {
+                    reply: "250 2.0.0 delivered to Maildir".into(),
+                }
+            }
+            Ok(Err(e)) => {
+                metrics::local_delivery("deferred");
+                RecipientResult::Temporary {
+                    reply: format!("451 4.3.0 Maildir write failed: {e}"),
+                }
+            }
+            Err(e) => RecipientResult::Temporary {
+                reply: format!("451 4.3.0 local delivery task failed: {e}"),
+            },
+        }
+    }
+
+    /// Queue a bounce to the sender for the recipients that failed for good. Never for the
+    /// null sender: a bounce of a bounce could loop forever.
+    async fn bounce(&self, message: &QueuedMessage, body: &[u8], failed: &[Failed], now: u64) {
+        let envelope = &message.envelope;
+        if envelope.mail_from.is_empty() {
+            tracing::info!(queue_id = %envelope.id, "no bounce for the null sender");
+            return;
+        }
+        let Some(dsn) = smtp::build_bounce(envelope, body, failed, &self.hostname, now) else {
+            return;
+        };
+        let spool = self.spool.clone();
+        let mut bounce = Envelope::new("", vec![dsn.recipient.clone()]);
+        bounce.body_8bit = dsn.is_8bit();
+        let stored = tokio::task::spawn_blocking(move || spool.store(bounce, &dsn.message)).await;
+        match stored {
+            Ok(Ok(bounce_id)) => {
+                tracing::info!(queue_id = %envelope.id, bounce_id = %bounce_id, to = %envelope.mail_from, "bounce queued");
+                let _ = self.wake.send(bounce_id);
+            }
+            Ok(Err(e)) => {
+                tracing::error!(queue_id = %envelope.id, error = %e, "cannot queue the bounce")
+            }
+            Err(e) => tracing::error!(queue_id = %envelope.id, error = %e, "bounce task failed"),
+        }
+    }
+}
+
+/// The delivery log line, in the spirit of Postfix's:
+/// `to=<..>, relay=host[ip]:port, delay=.., status=sent|deferred|bounced (reply)`.
+fn log_result(id: &QueueId, rcpt: &str, relay: &str, started: Instant, result: &RecipientResult) {
+    let delay = format!("{:.2}", started.elapsed().as_secs_f64());
+    let (status, reply) = match result {
+        RecipientResult::Delivered { reply } => ("sent", reply),
+        RecipientResult::Temporary { reply } => ("deferred", reply),
+        RecipientResult::Permanent { reply } => ("bounced", reply),
+    };
+    metrics::delivery_result(status);
+    tracing::info!(queue_id = %id, to = %rcpt, relay = %relay, delay = %delay, status = status, reply = %reply, "delivery");
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
