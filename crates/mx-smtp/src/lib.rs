@@ -127,6 +127,7 @@
 
 mod address;
 mod auth;
+pub mod client;
 mod config;
 mod data;
 pub mod dsn;
@@ -135,6 +136,11 @@ mod reply;
 mod server;
 
 pub use auth::{AuthMechanism, Password};
+// The client's generic names (`Action`, `Phase`, `StartTls`...) stay under `client::`.
+pub use client::{
+    ClientConfig, ClientError, ClientSession, CloseReason, ConnectionOutcome, DeliveryStatus,
+    MessageOutcome, OutboundMessage, RecipientResult,
+};
 pub use config::{PeerInfo, ServerConfig};
 pub use error::SmtpError;
 pub use reply::{EnhancedStatus, Reply};
