@@ -128,11 +128,6 @@ pub struct DeliverySection {
     pub data_end_timeout_secs: u64,
     /// STARTTLS toward exchangers: "opportunistic" (default) or "never".
     pub starttls: String,
-    /// Domains whose exchangers must offer STARTTLS with a certificate valid for the MX
-    /// host name; otherwise mail for them waits.
-    pub require_tls_domains: Vec<String>,
-    /// Extra PEM CA certificates trusted for require_tls_domains (the lab's, say).
-    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for DeliverySection {
@@ -151,8 +146,6 @@ impl Default for DeliverySection {
             data_timeout_secs: 180,
             data_end_timeout_secs: 600,
             starttls: "opportunistic".into(),
-            require_tls_domains: Vec::new(),
-            tls_ca_file: None,
         }
     }
 }
@@ -242,10 +235,6 @@ impl Config {
             &mut self.server.catch_all_domains,
         )?;
         domains("routing.local_names", &mut self.routing.local_names)?;
-        domains(
-            "delivery.require_tls_domains",
-            &mut self.delivery.require_tls_domains,
-        )?;
         if !["opportunistic", "never"].contains(&self.delivery.starttls.as_str()) {
             return Err(format!(
                 "delivery.starttls: {:?} (expected \"opportunistic\" or \"never\")",

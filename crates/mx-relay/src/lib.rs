@@ -2,7 +2,6 @@
 //! MX role that delivers mail for our own domains into Maildir.
 
 pub mod config;
-pub mod inbound;
 pub mod maildir;
 pub mod metrics;
 pub mod outbound;

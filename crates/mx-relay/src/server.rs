@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use mx_dns::{ClientOptions, HickoryClient, Nameservers, RouteCache, Router};
+use mx_smtp::ClientConfig;
+use mx_smtp::client::Timeouts;
 use mx_smtp::{
     EnhancedStatus, Event, MessageDecision, PeerInfo, RcptDecision, Reply, ServerConfig,
     ServerSession,
@@ -19,7 +22,8 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::inbound::LocalDelivery;
+use crate::outbound::Engine;
+use crate::outbound::smtp::{SmtpTransport, starttls_policy};
 use crate::policy::{Refusal, RelayPolicy, canonical_ip};
 use crate::users::Users;
 use crate::{Config, RelayError, metrics, tls, trace};
@@ -53,8 +57,6 @@ pub struct Relay {
 
 /// How long sessions in the middle of DATA may take to finish once shutdown is asked.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-/// How often the spool is swept for local recipients left pending (after a failed write).
-const LOCAL_SWEEP: Duration = Duration::from_secs(30);
 
 impl Relay {
     /// Open the spool (recovering it), bind every listen address, and start serving.
@@ -107,7 +109,7 @@ impl Relay {
             max_connections_per_ip: config.server.max_connections_per_ip,
             connections: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
-            local: local_tx,
+            local: local_tx.clone(),
         });
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -127,13 +129,14 @@ impl Relay {
             addrs.push(bound);
             tasks.spawn(accept_loop(listener, shared.clone(), stopped.clone()));
         }
-        let delivery = LocalDelivery {
-            spool: spool.clone() as Arc<dyn Spool>,
+        let engine = Arc::new(engine(
+            config,
+            spool.clone(),
             policy,
             users,
-            maildir_root: config.server.maildir_root.clone(),
             hostname,
-        };
+            local_tx,
+        )?);
         let mut metrics_addr = None;
         if let Some(addr) = config.metrics.listen {
             let (bound, endpoint) = metrics::serve(addr, spool.clone(), stopped.clone()).await?;
@@ -142,7 +145,8 @@ impl Relay {
                 let _ = endpoint.await;
             });
         }
-        tasks.spawn(local_delivery_loop(delivery, local_rx, stopped));
+        // Whatever the spool held at start (recovered after a crash or a stop) is due now.
+        tasks.spawn(engine.run(local_rx, stopped));
         Ok(Relay {
             addrs,
             metrics_addr,
@@ -546,42 +550,6 @@ async fn accept_message(
     }
 }
 
-async fn local_delivery_loop(
-    delivery: LocalDelivery,
-    mut queue: mpsc::UnboundedReceiver<QueueId>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let delivery = Arc::new(delivery);
-    let mut sweep = tokio::time::interval(LOCAL_SWEEP);
-    loop {
-        let ids: Vec<QueueId> = tokio::select! {
-            _ = stop.changed() => break,
-            Some(id) = queue.recv() => {
-                let mut ids = vec![id];
-                while let Ok(more) = queue.try_recv() {
-                    ids.push(more);
-                }
-                ids
-            }
-            _ = sweep.tick() => {
-                let spool = delivery.spool.clone();
-                tokio::task::spawn_blocking(move || spool.list().unwrap_or_default())
-                    .await
-                    .unwrap_or_default()
-            }
-        };
-        let worker = delivery.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            for id in ids {
-                if let Err(e) = worker.deliver(&id) {
-                    tracing::warn!(queue_id = %id, error = %e, "local delivery pass failed");
-                }
-            }
-        })
-        .await;
-    }
-}
-
 fn status(text: &str) -> Option<EnhancedStatus> {
     let mut parts = text.split('.').map(|p| p.parse::<u16>().ok());
     match (parts.next(), parts.next(), parts.next()) {
@@ -596,4 +564,67 @@ fn status(text: &str) -> Option<EnhancedStatus> {
 
 fn reply_of(refusal: &Refusal) -> Reply {
     Reply::new(refusal.code, status(refusal.enhanced), &refusal.text)
+}
+
+/// The delivery engine as the configuration asks for it.
+fn engine(
+    config: &Config,
+    spool: Arc<FileSpool>,
+    policy: Arc<RelayPolicy>,
+    users: Arc<Users>,
+    hostname: String,
+    wake: mpsc::UnboundedSender<QueueId>,
+) -> Result<Engine, RelayError> {
+    let d = &config.delivery;
+    let nameservers = if config.dns.nameservers.is_empty() {
+        Nameservers::System
+    } else {
+        Nameservers::Explicit(config.dns.nameservers.clone())
+    };
+    let options = ClientOptions {
+        timeout: Duration::from_secs_f64(config.dns.timeout_secs.unwrap_or(5.0)),
+        ..ClientOptions::default()
+    };
+    let dns = HickoryClient::new(&nameservers, &options).map_err(|e| RelayError::Config {
+        label: "dns".into(),
+        message: e.to_string(),
+    })?;
+    let routing = config
+        .routing_policy()
+        .map_err(|message| RelayError::Config {
+            label: "routing".into(),
+            message,
+        })?;
+    let router = Router::new(Arc::new(dns), routing).with_cache(Arc::new(RouteCache::new(100_000)));
+    let client = ClientConfig {
+        helo_name: hostname.clone(),
+        starttls: starttls_policy(d.starttls == "never"),
+        timeouts: Timeouts {
+            greeting: Duration::from_secs(d.greeting_timeout_secs),
+            ehlo: Duration::from_secs(d.command_timeout_secs),
+            starttls: Duration::from_secs(d.command_timeout_secs),
+            mail: Duration::from_secs(d.command_timeout_secs),
+            rcpt: Duration::from_secs(d.command_timeout_secs),
+            data_init: Duration::from_secs(d.command_timeout_secs),
+            data_block: Duration::from_secs(d.data_timeout_secs),
+            data_termination: Duration::from_secs(d.data_end_timeout_secs),
+            rset: Duration::from_secs(d.command_timeout_secs),
+            quit: Duration::from_secs(d.command_timeout_secs),
+        },
+        ..ClientConfig::default()
+    };
+    let transport = SmtpTransport::new(client, Duration::from_secs(d.connect_timeout_secs))?;
+    Ok(Engine {
+        spool,
+        router: Arc::new(router),
+        transport: Arc::new(transport),
+        schedule: d.schedule(),
+        policy,
+        users,
+        maildir_root: config.server.maildir_root.clone(),
+        hostname,
+        concurrency: d.concurrency,
+        in_flight: Default::default(),
+        wake,
+    })
 }

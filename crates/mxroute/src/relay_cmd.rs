@@ -70,10 +70,18 @@ async fn serve(config: Config) -> Result<u8, Fatal> {
         };
         Fatal::new(code, e)
     })?;
+    // A daemon must not die because whoever started it closed our stdout: status lines are
+    // best effort (println! would panic on a closed pipe).
+    let say = |line: String| {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    };
     for addr in relay.local_addrs() {
-        println!("relay: accepting SMTP on {addr}");
+        say(format!("relay: accepting SMTP on {addr}"));
     }
-    println!(
+    say(format!(
         "relay: spool {}, maildir {}, local domains: {}",
         config.spool.path.display(),
         config.server.maildir_root.display(),
@@ -82,9 +90,9 @@ async fn serve(config: Config) -> Result<u8, Fatal> {
         } else {
             config.server.local_domains.join(" ")
         }
-    );
+    ));
     wait_for_signal().await?;
-    println!("relay: shutting down");
+    say("relay: shutting down".into());
     relay.shutdown().await;
     Ok(0)
 }

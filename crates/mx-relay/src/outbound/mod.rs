@@ -77,8 +77,20 @@ impl Engine {
         let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
         let mut scan = tokio::time::interval(SCAN_INTERVAL);
         let mut tasks = tokio::task::JoinSet::new();
+        // At start every message is tried once, due or not: a restart usually follows a fix
+        // (disk space, a route), and one early attempt costs little.
+        let mut startup = {
+            let spool = self.spool.clone();
+            tokio::task::spawn_blocking(move || spool.list().unwrap_or_default())
+                .await
+                .unwrap_or_default()
+        };
         loop {
-            let ids: Vec<QueueId> = tokio::select! {
+            let force = !startup.is_empty();
+            let ids: Vec<QueueId> = if force {
+                std::mem::take(&mut startup)
+            } else {
+                tokio::select! {
                 _ = stop.changed() => break,
                 Some(id) = wake.recv() => {
                     let mut ids = vec![id];
@@ -87,8 +99,9 @@ impl Engine {
                     }
                     ids
                 }
-                _ = scan.tick() => self.due().await,
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+                    _ = scan.tick() => self.due().await,
+                    Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+                }
             };
             for id in ids {
                 if !self.claim(&id) {
@@ -99,7 +112,7 @@ impl Engine {
                 };
                 let engine = self.clone();
                 tasks.spawn(async move {
-                    if let Err(e) = engine.deliver_message(&id).await {
+                    if let Err(e) = engine.deliver_message(&id, force).await {
                         tracing::warn!(queue_id = %id, error = %e, "delivery run failed");
                     }
                     engine.release(&id);
@@ -152,7 +165,7 @@ impl Engine {
 
     /// One delivery run for one message: local copies first (fast, and independent of the
     /// network), then each remote domain over its route.
-    pub async fn deliver_message(&self, id: &QueueId) -> Result<(), SpoolError> {
+    pub async fn deliver_message(&self, id: &QueueId, force: bool) -> Result<(), SpoolError> {
         let spool = self.spool.clone();
         let (message, body) = {
             let id = id.clone();
@@ -166,7 +179,7 @@ impl Engine {
             })??
         };
         let now = unix_now();
-        if message.state.next_attempt_at > now || message.state.is_complete() {
+        if (message.state.next_attempt_at > now && !force) || message.state.is_complete() {
             return Ok(());
         }
         let started = Instant::now();

@@ -120,8 +120,12 @@ impl Env {
     }
 
     /// File names in `spool/queue/`, sorted.
+    /// Message files in `spool/queue/`, sorted (state files come and go with delivery runs).
     pub fn queue_files(&self) -> Vec<String> {
         names(&self.spool().join("queue"))
+            .into_iter()
+            .filter(|n| n.ends_with(".msg"))
+            .collect()
     }
 
     /// File names in `spool/tmp/`, sorted.

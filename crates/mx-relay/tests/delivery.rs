@@ -1,0 +1,372 @@
+//! Delivery over MX routes, end to end on loopback: a sending relay resolves through the lab
+//! DNS server and delivers to receiving relays (the exchangers) on 127.0.0.2 and 127.0.0.3,
+//! which share one port as real MX hosts share port 25.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mx_lab::{LabDns, ZoneSet};
+use mx_relay::{Config, Relay};
+
+const ZONE: &str = "
+remote.example.      MX 10 mx1.remote.example.
+remote.example.      MX 20 mx2.remote.example.
+mx1.remote.example.  A 127.0.0.2
+mx2.remote.example.  A 127.0.0.3
+nullmx.example.      MX 0 .
+flaky.example.       MX 10 mx1.remote.example.
+";
+
+fn config(dir: &Path, name: &str, extra: &str) -> Config {
+    let d = dir.join(name);
+    let mut c = Config::parse(
+        &format!(
+            "[server]\nhostname = \"{name}.test\"\ngreet_pause_ms = 0\nstarttls = true\n{extra}"
+        ),
+        name,
+    )
+    .unwrap();
+    c.spool.path = d.join("spool");
+    c.spool.min_free_bytes = 0;
+    c.server.maildir_root = d.join("maildir");
+    c
+}
+
+/// A port free on both 127.0.0.2 and 127.0.0.3.
+fn shared_port() -> u16 {
+    for _ in 0..50 {
+        let a = TcpListener::bind("127.0.0.2:0").unwrap();
+        let port = a.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.3", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free on both 127.0.0.2 and 127.0.0.3");
+}
+
+async fn exchanger(dir: &Path, name: &str, ip: &str, port: u16) -> Relay {
+    let mut c = config(
+        dir,
+        name,
+        "local_domains = [\"remote.example\"]\ncatch_all_domains = []\n",
+    );
+    c.server.listen = vec![format!("{ip}:{port}").parse().unwrap()];
+    c.server.trusted_networks = vec![];
+    std::fs::create_dir_all(dir.join(name)).unwrap();
+    let users = dir.join(name).join("users");
+    std::fs::write(&users, "bob@remote.example\ncarol@remote.example\n").unwrap();
+    c.server.users_file = Some(users);
+    Relay::start(&c).await.unwrap()
+}
+
+async fn sender(dir: &Path, dns: SocketAddr, port: u16) -> Relay {
+    let mut c = config(
+        dir,
+        "sender",
+        "listen = [\"127.0.0.1:0\"]\nlocal_domains = [\"home.example\"]\ncatch_all_domains = [\"home.example\"]\n[delivery]\nfirst_retry_secs = 1\nmax_retry_interval_secs = 1\nconnect_timeout_secs = 5\n[routing]\n# A DNS failure is not cached here, so the retry after recovery is seen at once.\ntempfail_ttl = 0\n",
+    );
+    c.dns.nameservers = vec![dns];
+    c.dns.timeout_secs = Some(1.0);
+    c.delivery.port = port;
+    Relay::start(&c).await.unwrap()
+}
+
+/// Send one message with a plain SMTP client; returns the reply to the final dot.
+fn send(addr: SocketAddr, from: &str, rcpts: &[&str], subject: &str) -> String {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut r = BufReader::new(stream.try_clone().unwrap());
+    let mut w = stream;
+    let mut reply = || {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            all.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] == b' ' {
+                return all;
+            }
+        }
+    };
+    assert!(reply().starts_with("220"));
+    let mut say = |line: String| {
+        w.write_all(line.as_bytes()).unwrap();
+        reply()
+    };
+    assert!(say("EHLO client.test\r\n".into()).starts_with("250"));
+    assert!(say(format!("MAIL FROM:<{from}>\r\n")).starts_with("250"));
+    for rc in rcpts {
+        let got = say(format!("RCPT TO:<{rc}>\r\n"));
+        assert!(got.starts_with("250"), "RCPT {rc}: {got}");
+    }
+    assert!(say("DATA\r\n".into()).starts_with("354"));
+    let done = say(format!(
+        "Subject: {subject}\r\n\r\nhello {subject}\r\n.\r\n"
+    ));
+    let _ = say("QUIT\r\n".into());
+    done
+}
+
+fn mail_in(root: &Path, domain: &str, mailbox: &str) -> Vec<String> {
+    let new = root.join(domain).join(mailbox).join("new");
+    std::fs::read_dir(new)
+        .map(|e| {
+            e.map(|f| {
+                String::from_utf8_lossy(&std::fs::read(f.unwrap().path()).unwrap()).into_owned()
+            })
+            .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Wait (bounded) for `n` messages containing `needle` in a mailbox.
+async fn wait_for(
+    root: PathBuf,
+    domain: &str,
+    mailbox: &str,
+    needle: &str,
+    n: usize,
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found: Vec<String> = mail_in(&root, domain, mailbox)
+            .into_iter()
+            .filter(|m| m.contains(needle))
+            .collect();
+        if found.len() >= n {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {n} message(s) with {needle:?} in {domain}/{mailbox}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn lab(text: &str) -> LabDns {
+    let zones = ZoneSet::parse(text, "<delivery>", None).unwrap();
+    LabDns::start(&zones, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_goes_to_the_primary_and_to_the_backup_when_the_primary_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = lab(ZONE).await;
+    let port = shared_port();
+    let mx1 = exchanger(dir.path(), "mx1", "127.0.0.2", port).await;
+    let mx2 = exchanger(dir.path(), "mx2", "127.0.0.3", port).await;
+    let out = sender(dir.path(), dns.addr(), port).await;
+    let a = out.local_addrs()[0];
+    let reply = tokio::task::spawn_blocking(move || {
+        send(a, "alice@home.example", &["bob@remote.example"], "first")
+    })
+    .await
+    .unwrap();
+    assert!(reply.starts_with("250"), "{reply}");
+    let got = wait_for(
+        dir.path().join("mx1/maildir"),
+        "remote.example",
+        "bob",
+        "hello first",
+        1,
+    )
+    .await;
+    assert!(
+        got[0].contains("by sender.test (mxroute)"),
+        "the sender's Received header travels: {}",
+        got[0]
+    );
+    assert!(mail_in(&dir.path().join("mx2/maildir"), "remote.example", "bob").is_empty());
+
+    // The primary goes away: the next message goes to the backup in the same run.
+    mx1.shutdown().await;
+    let reply = tokio::task::spawn_blocking(move || {
+        send(a, "alice@home.example", &["bob@remote.example"], "second")
+    })
+    .await
+    .unwrap();
+    assert!(reply.starts_with("250"), "{reply}");
+    wait_for(
+        dir.path().join("mx2/maildir"),
+        "remote.example",
+        "bob",
+        "hello second",
+        1,
+    )
+    .await;
+    out.shutdown().await;
+    mx2.shutdown().await;
+    dns.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_recipient_replies_and_bounces_to_the_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = lab(ZONE).await;
+    let port = shared_port();
+    let mx1 = exchanger(dir.path(), "mx1", "127.0.0.2", port).await;
+    let out = sender(dir.path(), dns.addr(), port).await;
+    let a = out.local_addrs()[0];
+    // bob exists at the exchanger, nobody does not: one delivered, one bounced.
+    let reply = tokio::task::spawn_blocking(move || {
+        send(
+            a,
+            "alice@home.example",
+            &["bob@remote.example", "nobody@remote.example"],
+            "mixed",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(reply.starts_with("250"), "{reply}");
+    wait_for(
+        dir.path().join("mx1/maildir"),
+        "remote.example",
+        "bob",
+        "hello mixed",
+        1,
+    )
+    .await;
+    // The bounce comes back to alice, who is local to the sender.
+    let bounce = wait_for(
+        dir.path().join("sender/maildir"),
+        "home.example",
+        "alice",
+        "nobody@remote.example",
+        1,
+    )
+    .await;
+    let b = &bounce[0];
+    assert!(
+        b.contains("Return-Path: <>"),
+        "a bounce is sent with the null sender: {b}"
+    );
+    assert!(
+        b.contains("multipart/report; report-type=delivery-status"),
+        "{b}"
+    );
+    assert!(b.contains("Action: failed"), "{b}");
+    assert!(b.contains("Status: 5.1.1"), "{b}");
+    assert!(
+        b.contains("Subject: mixed"),
+        "the original headers are returned: {b}"
+    );
+    assert!(
+        !b.contains("bob@remote.example\r\nAction"),
+        "bob was delivered: {b}"
+    );
+    out.shutdown().await;
+    mx1.shutdown().await;
+    dns.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_route_statuses_bounce_at_once_without_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = lab(ZONE).await;
+    let port = shared_port();
+    let out = sender(dir.path(), dns.addr(), port).await;
+    let a = out.local_addrs()[0];
+    let reply = tokio::task::spawn_blocking(move || {
+        send(
+            a,
+            "alice@home.example",
+            &["x@nullmx.example", "y@nosuch.example"],
+            "doomed",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(reply.starts_with("250"), "{reply}");
+    let bounces = wait_for(
+        dir.path().join("sender/maildir"),
+        "home.example",
+        "alice",
+        "Subject: doomed",
+        1,
+    )
+    .await;
+    let b = bounces.join("\n");
+    assert!(b.contains("Status: 5.1.10"), "null MX: {b}");
+    assert!(b.contains("Status: 5.1.2"), "no such domain: {b}");
+    out.shutdown().await;
+    dns.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_failure_defers_and_delivery_follows_recovery_and_null_sender_never_bounces() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = lab(&format!("{ZONE}$FAULT flaky.example. servfail\n")).await;
+    let port = shared_port();
+    let mx1 = exchanger(dir.path(), "mx1", "127.0.0.2", port).await;
+    let out = sender(dir.path(), dns.addr(), port).await;
+    let a = out.local_addrs()[0];
+    // flaky.example's exchanger is mx1, which is not a relay for that domain: once DNS
+    // answers, mx1 refuses with 554 5.7.1 and the sender gets a bounce.
+    let reply = tokio::task::spawn_blocking(move || {
+        send(a, "alice@home.example", &["bob@flaky.example"], "later")
+    })
+    .await
+    .unwrap();
+    assert!(reply.starts_with("250"), "{reply}");
+    // While DNS fails, the message waits: no bounce.
+    let spool = dir.path().join("sender/spool/queue");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = std::fs::read_dir(&spool)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .find(|e| e.file_name().to_string_lossy().ends_with(".state"));
+        if let Some(state) = state {
+            let text = std::fs::read_to_string(state.path()).unwrap();
+            assert!(text.contains("deferred"), "{text}");
+            assert!(text.contains("4.4.3"), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never deferred");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(mail_in(&dir.path().join("sender/maildir"), "home.example", "alice").is_empty());
+    // DNS recovers: the retry reaches mx1, which refuses the unknown domain with 550, and the
+    // bounce comes back, proving the message was retried rather than dropped.
+    dns.faults().clear("flaky.example.", None);
+    let bounce = wait_for(
+        dir.path().join("sender/maildir"),
+        "home.example",
+        "alice",
+        "bob@flaky.example",
+        1,
+    )
+    .await;
+    assert!(bounce[0].contains("Status: 5."), "{}", bounce[0]);
+
+    // A message from the null sender that fails makes no bounce.
+    let reply = tokio::task::spawn_blocking(move || send(a, "", &["z@nullmx.example"], "null"))
+        .await
+        .unwrap();
+    assert!(reply.starts_with("250"), "{reply}");
+    let queue = spool.clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_dir(&queue).unwrap().count() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the null-sender message never left the queue"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all = mail_in(&dir.path().join("sender/maildir"), "home.example", "alice");
+    assert!(
+        !all.iter().any(|m| m.contains("Subject: null")),
+        "a bounce for the null sender was made"
+    );
+    out.shutdown().await;
+    mx1.shutdown().await;
+    dns.shutdown().await;
+}
