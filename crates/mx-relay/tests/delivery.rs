@@ -370,3 +370,86 @@ async fn dns_failure_defers_and_delivery_follows_recovery_and_null_sender_never_
     mx1.shutdown().await;
     dns.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn we_as_best_mx_bounce_with_5_4_6() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = lab(ZONE).await;
+    let port = shared_port();
+    let mut c = config(
+        dir.path(),
+        "sender",
+        "listen = [\"127.0.0.1:0\"]\nlocal_domains = [\"home.example\"]\ncatch_all_domains = [\"home.example\"]\n[routing]\nlocal_names = [\"mx1.remote.example\"]\n",
+    );
+    c.dns.nameservers = vec![dns.addr()];
+    c.delivery.port = port;
+    let out = Relay::start(&c).await.unwrap();
+    let a = out.local_addrs()[0];
+    let reply = tokio::task::spawn_blocking(move || {
+        send(a, "alice@home.example", &["bob@remote.example"], "loop")
+    })
+    .await
+    .unwrap();
+    assert!(reply.starts_with("250"), "{reply}");
+    let b = wait_for(
+        dir.path().join("sender/maildir"),
+        "home.example",
+        "alice",
+        "Subject: loop",
+        1,
+    )
+    .await;
+    assert!(b[0].contains("Status: 5.4.6"), "{}", b[0]);
+    out.shutdown().await;
+    dns.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servfail_until_the_queue_lifetime_ends_gives_exactly_one_dsn() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = lab(&format!("{ZONE}$FAULT flaky.example. servfail\n")).await;
+    let port = shared_port();
+    let mut c = config(
+        dir.path(),
+        "sender",
+        "listen = [\"127.0.0.1:0\"]\nlocal_domains = [\"home.example\"]\ncatch_all_domains = [\"home.example\"]\n[delivery]\nfirst_retry_secs = 1\nmax_retry_interval_secs = 1\nqueue_lifetime_secs = 3\n[routing]\ntempfail_ttl = 0\n",
+    );
+    c.dns.nameservers = vec![dns.addr()];
+    c.dns.timeout_secs = Some(1.0);
+    c.delivery.port = port;
+    let out = Relay::start(&c).await.unwrap();
+    let a = out.local_addrs()[0];
+    let reply = tokio::task::spawn_blocking(move || {
+        send(a, "alice@home.example", &["bob@flaky.example"], "expiring")
+    })
+    .await
+    .unwrap();
+    assert!(reply.starts_with("250"), "{reply}");
+    let b = wait_for(
+        dir.path().join("sender/maildir"),
+        "home.example",
+        "alice",
+        "Subject: expiring",
+        1,
+    )
+    .await;
+    assert!(b[0].contains("Action: failed"), "{}", b[0]);
+    assert!(b[0].contains("4.4.7") || b[0].contains("4.4.3"), "{}", b[0]);
+    // The queue empties, and no second notice follows.
+    let queue = dir.path().join("sender/spool/queue");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_dir(&queue).unwrap().count() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the expired message never left the queue"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dsns: Vec<String> = mail_in(&dir.path().join("sender/maildir"), "home.example", "alice")
+        .into_iter()
+        .filter(|m| m.contains("Subject: expiring"))
+        .collect();
+    assert_eq!(dsns.len(), 1, "exactly one DSN");
+    out.shutdown().await;
+    dns.shutdown().await;
+}
