@@ -174,6 +174,9 @@ pub struct RoutingSection {
     pub static_routes: BTreeMap<String, String>,
     pub negative_ttl_cap: u32,
     pub tempfail_ttl: u32,
+    /// Seed for the shuffle of equal preferences: the same seed gives the same sequence of
+    /// orders (for tests and reproducible demos). None: from the OS.
+    pub shuffle_seed: Option<u64>,
 }
 
 impl Default for RoutingSection {
@@ -188,6 +191,7 @@ impl Default for RoutingSection {
             static_routes: BTreeMap::new(),
             negative_ttl_cap: policy.negative_ttl_cap,
             tempfail_ttl: policy.tempfail_ttl,
+            shuffle_seed: None,
         }
     }
 }

@@ -595,7 +595,11 @@ fn engine(
             label: "routing".into(),
             message,
         })?;
-    let router = Router::new(Arc::new(dns), routing).with_cache(Arc::new(RouteCache::new(100_000)));
+    let mut router =
+        Router::new(Arc::new(dns), routing).with_cache(Arc::new(RouteCache::new(100_000)));
+    if let Some(seed) = config.routing.shuffle_seed {
+        router = router.with_seed(seed);
+    }
     let client = ClientConfig {
         helo_name: hostname.clone(),
         starttls: starttls_policy(d.starttls == "never"),

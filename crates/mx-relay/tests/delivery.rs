@@ -453,3 +453,115 @@ async fn servfail_until_the_queue_lifetime_ends_gives_exactly_one_dsn() {
     out.shutdown().await;
     dns.shutdown().await;
 }
+
+/// Send many messages over one connection (one transaction each).
+fn send_many(addr: SocketAddr, rcpt: &str, n: usize) {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut r = BufReader::new(stream.try_clone().unwrap());
+    let mut w = stream;
+    let mut reply = || loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        if line.len() < 4 || line.as_bytes()[3] == b' ' {
+            return line;
+        }
+    };
+    assert!(reply().starts_with("220"));
+    w.write_all(b"EHLO many.test\r\n").unwrap();
+    assert!(reply().starts_with("250"));
+    for i in 0..n {
+        // Pipelined, as a real bulk sender does.
+        w.write_all(
+            format!("MAIL FROM:<alice@home.example>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n").as_bytes(),
+        )
+        .unwrap();
+        for expect in ["250", "250", "354"] {
+            let got = reply();
+            assert!(got.starts_with(expect), "message {i}: {got}");
+        }
+        w.write_all(format!("Subject: split {i}\r\n\r\nn {i}\r\n.\r\n").as_bytes())
+            .unwrap();
+        let got = reply();
+        assert!(got.starts_with("250"), "message {i}: {got}");
+    }
+    w.write_all(b"QUIT\r\n").unwrap();
+}
+
+fn count(root: &Path, domain: &str, mailbox: &str) -> usize {
+    std::fs::read_dir(root.join(domain).join(mailbox).join("new"))
+        .map(|e| e.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_6_equal_preference_exchangers_share_the_load() {
+    const N: usize = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let dns = lab("balanced.example. MX 10 a.balanced.example.\nbalanced.example. MX 10 b.balanced.example.\na.balanced.example. A 127.0.0.2\nb.balanced.example. A 127.0.0.3\n").await;
+    let port = shared_port();
+    let mut relays = Vec::new();
+    for (name, ip) in [("mxa", "127.0.0.2"), ("mxb", "127.0.0.3")] {
+        let mut c = config(
+            dir.path(),
+            name,
+            "local_domains = [\"balanced.example\"]\ncatch_all_domains = [\"balanced.example\"]\n",
+        );
+        c.server.listen = vec![format!("{ip}:{port}").parse().unwrap()];
+        relays.push(Relay::start(&c).await.unwrap());
+    }
+    // A fixed seed makes the k-th route computed always get the k-th shuffle, so the split
+    // is the same on every run: the bound below cannot flake.
+    let mut c = config(
+        dir.path(),
+        "sender",
+        "listen = [\"127.0.0.1:0\"]\nlocal_domains = [\"home.example\"]\n[routing]\nshuffle_seed = 5321\n",
+    );
+    c.dns.nameservers = vec![dns.addr()];
+    c.delivery.port = port;
+    let out = Relay::start(&c).await.unwrap();
+    let a = out.local_addrs()[0];
+    let started = Instant::now();
+    tokio::task::spawn_blocking(move || send_many(a, "user@balanced.example", N))
+        .await
+        .unwrap();
+    let (ra, rb) = (
+        dir.path().join("mxa/maildir"),
+        dir.path().join("mxb/maildir"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (na, nb) = loop {
+        let (na, nb) = (
+            count(&ra, "balanced.example", "user"),
+            count(&rb, "balanced.example", "user"),
+        );
+        if na + nb >= N {
+            break (na, nb);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {N} delivered",
+            na + nb
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "{N} messages in {:.1} s: a {na} ({:.1}%), b {nb} ({:.1}%)",
+        started.elapsed().as_secs_f64(),
+        100.0 * na as f64 / N as f64,
+        100.0 * nb as f64 / N as f64
+    );
+    assert_eq!(na + nb, N, "a message was delivered twice");
+    // Binomial(400, 1/2) has a standard deviation of 10: 40-60% is 4 of them.
+    assert!(
+        (N * 40 / 100..=N * 60 / 100).contains(&na),
+        "a {na}, b {nb}"
+    );
+    out.shutdown().await;
+    for r in relays {
+        r.shutdown().await;
+    }
+    dns.shutdown().await;
+}
