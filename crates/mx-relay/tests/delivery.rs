@@ -565,3 +565,101 @@ async fn step_6_equal_preference_exchangers_share_the_load() {
     }
     dns.shutdown().await;
 }
+
+/// A misbehaving primary exchanger: answers EHLO, then does `after_mail` (a 421, or silence
+/// after the final dot). Real SMTP bytes over loopback; no real MTA can be told to do this.
+fn misbehaving_primary(port: u16, fail_at_mail: bool) -> std::thread::JoinHandle<()> {
+    let listener = TcpListener::bind(("127.0.0.2", port)).unwrap();
+    std::thread::spawn(move || {
+        let Ok((stream, _)) = listener.accept() else {
+            return;
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut r = BufReader::new(stream.try_clone().unwrap());
+        let mut w = stream;
+        let _ = w.write_all(b"220 primary.test ESMTP\r\n");
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let cmd = line.to_ascii_uppercase();
+            let reply: &[u8] = if cmd.starts_with("EHLO") {
+                b"250 primary.test\r\n"
+            } else if cmd.starts_with("MAIL") && fail_at_mail {
+                let _ = w.write_all(b"421 4.3.2 Going down now\r\n");
+                return;
+            } else if cmd.starts_with("MAIL") || cmd.starts_with("RCPT") {
+                b"250 2.0.0 ok\r\n"
+            } else if cmd.starts_with("DATA") {
+                let _ = w.write_all(b"354 go on\r\n");
+                // Read the data to its end, then say nothing at all.
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == ".\r\n" {
+                        break;
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(5));
+                return;
+            } else {
+                b"250 2.0.0 ok\r\n"
+            };
+            if w.write_all(reply).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+async fn backup_takes_over(fail_at_mail: bool, subject: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = lab(ZONE).await;
+    let port = shared_port();
+    let primary = misbehaving_primary(port, fail_at_mail);
+    let mx2 = exchanger(dir.path(), "mx2", "127.0.0.3", port).await;
+    let mut c = config(
+        dir.path(),
+        "sender",
+        "listen = [\"127.0.0.1:0\"]\nlocal_domains = [\"home.example\"]\n[delivery]\ndata_end_timeout_secs = 1\nstarttls = \"never\"\n",
+    );
+    c.dns.nameservers = vec![dns.addr()];
+    c.delivery.port = port;
+    let out = Relay::start(&c).await.unwrap();
+    let a = out.local_addrs()[0];
+    let s = subject.to_string();
+    let reply = tokio::task::spawn_blocking(move || {
+        send(a, "alice@home.example", &["bob@remote.example"], &s)
+    })
+    .await
+    .unwrap();
+    assert!(reply.starts_with("250"), "{reply}");
+    // In the same run, well before any retry (300 s by default), the backup has it.
+    let started = Instant::now();
+    wait_for(
+        dir.path().join("mx2/maildir"),
+        "remote.example",
+        "bob",
+        &format!("hello {subject}"),
+        1,
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(60));
+    out.shutdown().await;
+    mx2.shutdown().await;
+    dns.shutdown().await;
+    let _ = primary.join();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_421_from_the_primary_moves_to_the_backup_in_the_same_run() {
+    backup_takes_over(true, "after421").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_reply_after_the_final_dot_moves_to_the_backup() {
+    backup_takes_over(false, "silentdot").await;
+}

@@ -10,6 +10,9 @@ use crate::{Fatal, exit};
 pub enum LabCommand {
     /// Serve a zone file with the lab's authoritative DNS server (UDP and TCP) until Ctrl-C.
     Dns(DnsArgs),
+    /// Run the whole lab in-process (DNS, four exchangers, a sending relay) and show MX
+    /// routing at work: primary, backup, recovery, balancing, bounces and DNS failures.
+    Demo(crate::demo_cmd::DemoArgs),
 }
 
 #[derive(Args)]
@@ -28,6 +31,7 @@ pub struct DnsArgs {
 pub async fn run(cmd: LabCommand) -> Result<u8, Fatal> {
     match cmd {
         LabCommand::Dns(args) => dns(args).await,
+        LabCommand::Demo(args) => crate::demo_cmd::run(args).await,
     }
 }
 

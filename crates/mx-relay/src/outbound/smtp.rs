@@ -259,16 +259,22 @@ mod transport {
                     reason: reply_line(&closed.reply),
                 };
             };
-            // A temporary refusal before any recipient was judged (greeting, EHLO, MAIL)
-            // says nothing about the recipients: the next exchanger is asked.
-            let early = done.recipients.iter().all(|r| {
-                r.status == DeliveryStatus::Temporary
-                    && matches!(
-                        r.phase,
-                        Phase::Greeting | Phase::Ehlo | Phase::Mail | Phase::StartTls
-                    )
-            });
-            if early && !done.recipients.is_empty() {
+            // Nothing was delivered and nothing refused for good, and the failure belongs to
+            // this exchanger rather than to the recipients: a refusal before any recipient
+            // was judged (greeting, EHLO, MAIL), a 421 (the server is going away), or a
+            // failure of the connection itself (timeout, reset, no reply after the final
+            // dot). The next exchanger is asked in the same run (routing contract).
+            let exchanger_failed = !done.recipients.is_empty()
+                && done.recipients.iter().all(|r| {
+                    r.status == DeliveryStatus::Temporary
+                        && (r.reply.code() == 421
+                            || !r.remote
+                            || matches!(
+                                r.phase,
+                                Phase::Greeting | Phase::Ehlo | Phase::Mail | Phase::StartTls
+                            ))
+                });
+            if exchanger_failed {
                 return AttemptOutcome::NextAttempt {
                     reason: reply_line(&done.recipients[0].reply),
                 };
