@@ -1,5 +1,6 @@
 //! `mxroute queue`: look at and act on the relay's spool, like mailq/postqueue but with the
-//! state of every recipient. Reading works beside a running relay; changing needs it stopped.
+//! state of every recipient. Reading works beside a running relay; changes go through it
+//! (a request file its delivery engine applies), or straight to the spool when it is stopped.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -35,13 +36,13 @@ enum QueueCommand {
     Show { id: String },
     /// Counts, sizes and ages.
     Stats,
-    /// Make deferred recipients due now (one message, or --all). The relay must be stopped.
+    /// Make deferred recipients due now (one message, or --all).
     Retry {
         id: Option<String>,
         #[arg(long, conflicts_with = "id")]
         all: bool,
     },
-    /// Remove a message without delivering it. The relay must be stopped.
+    /// Remove a message without delivering it.
     Delete { id: String },
 }
 
@@ -123,9 +124,7 @@ fn spool_error(e: SpoolError) -> Fatal {
         _ => exit::OS_ERR,
     };
     let message = match e {
-        SpoolError::Locked { .. } => {
-            format!("{e}: stop the relay first (reading with list/show/stats works while it runs)")
-        }
+        SpoolError::Locked { .. } => format!("{e}: another process holds the spool"),
         other => other.to_string(),
     };
     Fatal::new(code, message)
@@ -247,7 +246,22 @@ fn run_blocking(args: QueueArgs, path: PathBuf) -> Result<u8, Fatal> {
             Ok(0)
         }
         QueueCommand::Retry { id, all } => {
-            let (spool, _) = FileSpool::open(&path).map_err(spool_error)?;
+            let target = match (id, all) {
+                (Some(id), _) => parse_id(id)?.to_string(),
+                (None, true) => "all".to_string(),
+                (None, false) => {
+                    return Err(Fatal::new(exit::USAGE, "retry needs a queue id or --all"));
+                }
+            };
+            let spool = match FileSpool::open(&path) {
+                Ok((spool, _)) => spool,
+                Err(SpoolError::Locked { .. }) => {
+                    ask_running_relay(&path, "retry", &target)?;
+                    println!("the running relay made {target} due now");
+                    return Ok(0);
+                }
+                Err(e) => return Err(spool_error(e)),
+            };
             let ids = match (id, all) {
                 (Some(id), _) => vec![parse_id(id)?],
                 (None, true) => spool.list().map_err(spool_error)?,
@@ -271,13 +285,59 @@ fn run_blocking(args: QueueArgs, path: PathBuf) -> Result<u8, Fatal> {
             Ok(0)
         }
         QueueCommand::Delete { id } => {
-            let (spool, _) = FileSpool::open(&path).map_err(spool_error)?;
             let id = parse_id(id)?;
+            let spool = match FileSpool::open(&path) {
+                Ok((spool, _)) => spool,
+                Err(SpoolError::Locked { .. }) => {
+                    // Check first that there is such a message, for a clear answer.
+                    let reader = FileSpool::open_readonly(&path).map_err(spool_error)?;
+                    reader.load(&id).map_err(spool_error)?;
+                    ask_running_relay(&path, "delete", id.as_str())?;
+                    println!("deleted {id}");
+                    return Ok(0);
+                }
+                Err(e) => return Err(spool_error(e)),
+            };
             spool.remove(&id).map_err(spool_error)?;
             println!("deleted {id}");
             Ok(0)
         }
     }
+}
+
+/// Hand a change to the running relay, which holds the spool: drop a request file where its
+/// delivery engine looks every second, and wait (bounded) until it has been applied.
+fn ask_running_relay(spool: &std::path::Path, verb: &str, target: &str) -> Result<(), Fatal> {
+    let dir = mx_relay::outbound::control_dir(spool);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Fatal::new(exit::OS_ERR, format!("{}: {e}", dir.display())))?;
+    let nonce = format!(
+        "{}{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default()
+    );
+    let name = format!("{verb}.{target}.{nonce}");
+    // Written under a name the relay ignores, then renamed: it never sees half a request.
+    let tmp = dir.join(format!("tmp-{nonce}"));
+    let request = dir.join(&name);
+    std::fs::write(&tmp, b"")
+        .and_then(|()| std::fs::rename(&tmp, &request))
+        .map_err(|e| Fatal::new(exit::OS_ERR, format!("{}: {e}", request.display())))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while request.exists() {
+        if std::time::Instant::now() > deadline {
+            let _ = std::fs::remove_file(&request);
+            return Err(Fatal::new(
+                exit::TEMPFAIL,
+                "the spool is locked but no running relay took the request within 15 s",
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 fn loaded(spool: &FileSpool) -> Result<Vec<QueuedMessage>, Fatal> {

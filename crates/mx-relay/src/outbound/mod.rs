@@ -99,7 +99,11 @@ impl Engine {
                     }
                     ids
                 }
-                    _ = scan.tick() => self.due().await,
+                    _ = scan.tick() => {
+                        let mut ids = self.control().await;
+                        ids.extend(self.due().await);
+                        ids
+                    }
                     Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
                 }
             };
@@ -136,6 +140,21 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
+    }
+
+    /// Apply queue-control requests (`mxroute queue retry|delete` while we run): each is a
+    /// file `spool/control/<retry|delete>.<id|all>.<nonce>`, removed once applied, which is
+    /// how the command learns it was done. Returns messages to try now.
+    async fn control(&self) -> Vec<QueueId> {
+        let spool = self.spool.clone();
+        let busy: HashSet<QueueId> = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        tokio::task::spawn_blocking(move || apply_control(&spool, &busy))
+            .await
+            .unwrap_or_default()
     }
 
     /// Messages whose next attempt time has come, not already being delivered.
@@ -381,6 +400,66 @@ impl Engine {
             Err(e) => tracing::error!(queue_id = %envelope.id, error = %e, "bounce task failed"),
         }
     }
+}
+
+/// Where queue-control requests are dropped.
+pub fn control_dir(spool_root: &std::path::Path) -> std::path::PathBuf {
+    spool_root.join("control")
+}
+
+fn apply_control(spool: &FileSpool, busy: &HashSet<QueueId>) -> Vec<QueueId> {
+    let dir = control_dir(spool.root());
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut wake = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let mut parts = name.splitn(3, '.');
+        let (Some(verb), Some(target), Some(_nonce)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue; // a request still being written (tmp name) or a stray file
+        };
+        let ids = if target == "all" {
+            spool.list().unwrap_or_default()
+        } else {
+            match QueueId::new(target) {
+                Ok(id) => vec![id],
+                Err(_) => {
+                    let _ = std::fs::remove_file(entry.path());
+                    continue;
+                }
+            }
+        };
+        // A message being delivered right now is left for the next scan.
+        if ids.iter().any(|id| busy.contains(id)) {
+            continue;
+        }
+        for id in ids {
+            let done = match verb {
+                "delete" => spool
+                    .remove(&id)
+                    .map(|_| tracing::info!(queue_id = %id, "deleted by queue control")),
+                "retry" => spool.load(&id).and_then(|m| {
+                    let mut state = m.state;
+                    state.next_attempt_at = 0;
+                    for r in &mut state.recipients {
+                        if r.status == mx_spool::RecipientStatus::Deferred {
+                            r.status = mx_spool::RecipientStatus::Pending;
+                        }
+                    }
+                    wake.push(id.clone());
+                    spool.update_state(&id, &state)
+                }),
+                _ => Ok(()),
+            };
+            if let Err(e) = done {
+                tracing::warn!(queue_id = %id, error = %e, request = %name, "queue control request failed");
+            }
+        }
+        let _ = std::fs::remove_file(entry.path());
+    }
+    wake
 }
 
 /// The delivery log line, in the spirit of Postfix's:
