@@ -120,7 +120,7 @@ pub async fn run(args: DemoArgs) -> Result<u8, Fatal> {
     }
 }
 
-fn relay_config(dir: &Path, name: &str, extra: &str) -> Result<Config, String> {
+pub(crate) fn relay_config(dir: &Path, name: &str, extra: &str) -> Result<Config, String> {
     let d = dir.join(name);
     let mut c = Config::parse(
         &format!("[server]\nhostname = \"{name}.lab\"\ngreet_pause_ms = 0\n{extra}"),
@@ -135,7 +135,7 @@ fn relay_config(dir: &Path, name: &str, extra: &str) -> Result<Config, String> {
 }
 
 /// A port free on every one of `ips`.
-fn shared_port(ips: &[&str]) -> Result<u16, String> {
+pub(crate) fn shared_port(ips: &[&str]) -> Result<u16, String> {
     for _ in 0..100 {
         let first = TcpListener::bind((ips[0], 0)).map_err(|e| format!("bind {}: {e}", ips[0]))?;
         let port = first.local_addr().map_err(|e| e.to_string())?.port();
@@ -149,7 +149,7 @@ fn shared_port(ips: &[&str]) -> Result<u16, String> {
     Err(format!("no port free on all of {}", ips.join(", ")))
 }
 
-async fn start_relay(config: &Config, name: &str) -> Result<Relay, String> {
+pub(crate) async fn start_relay(config: &Config, name: &str) -> Result<Relay, String> {
     Relay::start(config)
         .await
         .map_err(|e| format!("cannot start {name}: {e}"))

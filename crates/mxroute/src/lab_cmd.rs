@@ -13,6 +13,9 @@ pub enum LabCommand {
     /// Run the whole lab in-process (DNS, four exchangers, a sending relay) and show MX
     /// routing at work: primary, backup, recovery, balancing, bounces and DNS failures.
     Demo(crate::demo_cmd::DemoArgs),
+    /// Run the lab until Ctrl-C: the DNS server and an exchanger on every loopback address
+    /// the zone has an A record for, with a ready relay configuration printed.
+    Up(crate::lab_up::UpArgs),
 }
 
 #[derive(Args)]
@@ -32,6 +35,7 @@ pub async fn run(cmd: LabCommand) -> Result<u8, Fatal> {
     match cmd {
         LabCommand::Dns(args) => dns(args).await,
         LabCommand::Demo(args) => crate::demo_cmd::run(args).await,
+        LabCommand::Up(args) => crate::lab_up::run(args).await,
     }
 }
 

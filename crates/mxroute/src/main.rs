@@ -3,6 +3,7 @@
 
 mod demo_cmd;
 mod lab_cmd;
+mod lab_up;
 mod queue_cmd;
 mod relay_cmd;
 mod route_cmd;

@@ -97,7 +97,7 @@ async fn serve(config: Config) -> Result<u8, Fatal> {
     Ok(0)
 }
 
-async fn wait_for_signal() -> Result<(), Fatal> {
+pub(crate) async fn wait_for_signal() -> Result<(), Fatal> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())
         .map_err(|e| Fatal::new(exit::OS_ERR, format!("cannot wait for SIGTERM: {e}")))?;

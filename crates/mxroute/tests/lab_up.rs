@@ -1,0 +1,91 @@
+//! `mxroute lab up`: the lab DNS server and an exchanger per loopback A record, reachable
+//! with real SMTP, until stopped.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Lab(Child);
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn lab_up_runs_an_exchanger_per_address_and_they_take_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mxroute"))
+        .args(["lab", "up", "--dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _lab = Lab(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let mut table = Vec::new();
+    loop {
+        let line = lines.next().expect("lab up exited early").unwrap();
+        if line.starts_with("lab up: ready") {
+            break;
+        }
+        table.push(line);
+    }
+    let text = table.join("\n");
+    assert!(text.contains("nameservers = [\"127.0.0.1:"), "{text}");
+    let mailhost1 = table
+        .iter()
+        .find(|l| l.starts_with("mailhost1.example.com "))
+        .unwrap_or_else(|| panic!("no mailhost1 row:\n{text}"));
+    let listen = mailhost1.split_whitespace().nth(1).unwrap().to_string();
+    assert!(listen.starts_with("127.0.0.11:"), "{mailhost1}");
+    assert!(mailhost1.contains(" example.com "), "{mailhost1}");
+    assert!(
+        table
+            .iter()
+            .any(|l| l.starts_with("mx-b.balanced.example ")),
+        "{text}"
+    );
+
+    let stream = TcpStream::connect(&listen).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut r = BufReader::new(stream.try_clone().unwrap());
+    let mut w = stream;
+    let mut reply = || loop {
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        if l.len() < 4 || l.as_bytes()[3] == b' ' {
+            return l;
+        }
+    };
+    assert!(reply().starts_with("220"));
+    for (cmd, code) in [
+        ("EHLO t\r\n", "250"),
+        ("MAIL FROM:<a@x.test>\r\n", "250"),
+        ("RCPT TO:<bob@example.com>\r\n", "250"),
+        ("DATA\r\n", "354"),
+        ("Subject: lab up\r\n\r\nhello\r\n.\r\n", "250"),
+    ] {
+        w.write_all(cmd.as_bytes()).unwrap();
+        let got = reply();
+        assert!(got.starts_with(code), "{cmd:?}: {got}");
+    }
+    let new = dir
+        .path()
+        .join("mailhost1.example.com/maildir/example.com/bob/new");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_dir(&new).map(|e| e.count()).unwrap_or(0) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the message never reached mailhost1's Maildir"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
