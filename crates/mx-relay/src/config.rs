@@ -128,11 +128,21 @@ pub struct DeliverySection {
     pub data_end_timeout_secs: u64,
     /// STARTTLS toward exchangers: "opportunistic" (default) or "never".
     pub starttls: String,
+    /// How long a connection is kept idle for the next message to the same destination
+    /// (0: one connection per attempt).
+    pub idle_connection_secs: u64,
+    /// Messages over one connection before it is closed.
+    pub max_messages_per_connection: usize,
+    /// Outbound connections open at once, idle ones included.
+    pub max_connections: usize,
+    /// Outbound connections open at once to one IP address.
+    pub max_connections_per_destination: usize,
 }
 
 impl Default for DeliverySection {
     fn default() -> Self {
         let schedule = crate::outbound::schedule::Schedule::default();
+        let pool = crate::outbound::smtp::PoolLimits::default();
         DeliverySection {
             port: 25,
             concurrency: 32,
@@ -146,6 +156,10 @@ impl Default for DeliverySection {
             data_timeout_secs: 180,
             data_end_timeout_secs: 600,
             starttls: "opportunistic".into(),
+            idle_connection_secs: pool.idle.as_secs(),
+            max_messages_per_connection: pool.max_messages_per_connection,
+            max_connections: pool.max_connections,
+            max_connections_per_destination: pool.max_connections_per_destination,
         }
     }
 }
@@ -157,6 +171,16 @@ impl DeliverySection {
             max_retry_interval_secs: self.max_retry_interval_secs,
             queue_lifetime_secs: self.queue_lifetime_secs,
             delay_warning_secs: self.delay_warning_secs,
+        }
+    }
+
+    /// Connection reuse and limits for the SMTP transport.
+    pub fn pool_limits(&self) -> crate::outbound::smtp::PoolLimits {
+        crate::outbound::smtp::PoolLimits {
+            idle: std::time::Duration::from_secs(self.idle_connection_secs),
+            max_messages_per_connection: self.max_messages_per_connection,
+            max_connections: self.max_connections,
+            max_connections_per_destination: self.max_connections_per_destination,
         }
     }
 }
@@ -247,6 +271,27 @@ impl Config {
         }
         if self.delivery.first_retry_secs == 0 {
             return Err("delivery.first_retry_secs: must be more than 0".into());
+        }
+        for (key, value) in [
+            (
+                "max_messages_per_connection",
+                self.delivery.max_messages_per_connection,
+            ),
+            ("max_connections", self.delivery.max_connections),
+            (
+                "max_connections_per_destination",
+                self.delivery.max_connections_per_destination,
+            ),
+        ] {
+            if value == 0 {
+                return Err(format!("delivery.{key}: must be more than 0"));
+            }
+        }
+        if self.delivery.max_connections_per_destination > self.delivery.max_connections {
+            return Err(format!(
+                "delivery.max_connections_per_destination: {} is more than delivery.max_connections ({})",
+                self.delivery.max_connections_per_destination, self.delivery.max_connections
+            ));
         }
         for d in &self.server.catch_all_domains {
             if !self.server.local_domains.contains(d) {
@@ -347,6 +392,10 @@ mod tests {
         );
         assert_eq!(c.spool.path, PathBuf::from("spool"));
         assert_eq!(c.delivery.port, 25);
+        assert_eq!(c.delivery.idle_connection_secs, 5);
+        assert_eq!(c.delivery.max_messages_per_connection, 100);
+        assert_eq!(c.delivery.max_connections, 100);
+        assert_eq!(c.delivery.max_connections_per_destination, 10);
         assert!(c.dns.nameservers.is_empty());
         assert!(c.routing_policy().is_ok());
     }
@@ -380,6 +429,10 @@ mod tests {
             timeout_secs = 1.5
             [delivery]
             port = 2526
+            idle_connection_secs = 7
+            max_messages_per_connection = 50
+            max_connections = 20
+            max_connections_per_destination = 4
             [routing]
             ip_strategy = "ipv6_only"
             allow_mx_to_ip = true
@@ -398,6 +451,11 @@ mod tests {
         let p = c.routing_policy().unwrap();
         assert_eq!(p.ip_strategy, IpStrategy::Ipv6Only);
         assert_eq!(p.smtp_port, 2526);
+        let pool = c.delivery.pool_limits();
+        assert_eq!(pool.idle, std::time::Duration::from_secs(7));
+        assert_eq!(pool.max_messages_per_connection, 50);
+        assert_eq!(pool.max_connections, 20);
+        assert_eq!(pool.max_connections_per_destination, 4);
         assert!(p.local_names.contains(&"mx1.example.com".to_string()));
         assert_eq!(p.static_routes.len(), 1);
     }
@@ -422,5 +480,17 @@ mod tests {
                 .contains("static_routes")
         );
         assert!(err("[server]\nmax_message_size = \"big\"\n").contains("max_message_size"));
+        assert!(
+            err("[delivery]\nmax_connections_per_destination = 0\n")
+                .contains("delivery.max_connections_per_destination")
+        );
+        assert!(
+            err("[delivery]\nmax_connections = 2\nmax_connections_per_destination = 3\n")
+                .contains("delivery.max_connections_per_destination")
+        );
+        assert!(
+            err("[delivery]\nmax_messages_per_connection = 0\n")
+                .contains("delivery.max_messages_per_connection")
+        );
     }
 }

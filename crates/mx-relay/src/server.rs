@@ -617,7 +617,8 @@ fn engine(
         },
         ..ClientConfig::default()
     };
-    let transport = SmtpTransport::new(client, Duration::from_secs(d.connect_timeout_secs))?;
+    let transport = SmtpTransport::new(client, Duration::from_secs(d.connect_timeout_secs))?
+        .with_limits(d.pool_limits());
     Ok(Engine {
         spool,
         router: Arc::new(router),

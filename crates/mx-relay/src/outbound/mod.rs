@@ -2,6 +2,7 @@
 //! Maildir and remote ones over MX routes, and records every recipient's fate. It is the only
 //! writer of a message's delivery state, so no two updates can race.
 
+mod pool;
 pub mod schedule;
 pub mod smtp;
 
@@ -46,6 +47,16 @@ pub trait Transport: Send + Sync {
         attempt: &'a Attempt,
         delivery: &'a Delivery<'a>,
     ) -> BoxFuture<'a, AttemptOutcome>;
+
+    /// Close idle connections past their idle time (called now and then by the engine).
+    fn sweep(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    /// Close every idle connection: delivery is stopping.
+    fn close_idle(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 pub struct Engine {
@@ -100,6 +111,10 @@ impl Engine {
                     ids
                 }
                     _ = scan.tick() => {
+                        // Idle connections past their time are closed off the loop (their
+                        // QUITs take round trips), in the set joined before run ends.
+                        let transport = self.transport.clone();
+                        tasks.spawn(async move { transport.sweep().await });
                         let mut ids = self.control().await;
                         ids.extend(self.due().await);
                         ids
@@ -126,6 +141,8 @@ impl Engine {
         }
         // Runs in progress finish: each ends with a durable state update.
         while tasks.join_next().await.is_some() {}
+        // Then no attempt can park a session any more: QUIT every idle one.
+        self.transport.close_idle().await;
     }
 
     fn claim(&self, id: &QueueId) -> bool {

@@ -121,6 +121,7 @@ pub fn reply_line(reply: &Reply) -> String {
     .to_string()
 }
 
+pub use super::pool::PoolLimits;
 pub use transport::SmtpTransport;
 
 mod transport {
@@ -130,7 +131,7 @@ mod transport {
 
     use mx_core::Attempt;
     use mx_dns::BoxFuture;
-    use mx_smtp::client::{Action, Phase, StartTls};
+    use mx_smtp::client::{Action, ConnectionOutcome, MessageOutcome, Phase, StartTls};
     use mx_smtp::{ClientConfig, ClientSession, DeliveryStatus, OutboundMessage};
     use rustls::pki_types::ServerName;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -139,15 +140,29 @@ mod transport {
     use tokio_rustls::client::TlsStream;
 
     use super::reply_line;
+    use crate::outbound::pool::{Idle, Key, Lease, Pool, PoolLimits, Slot};
     use crate::outbound::schedule::RecipientResult;
     use crate::outbound::{AttemptOutcome, Delivery, Transport};
 
-    /// Delivery over SMTP with mx-smtp's client session: one connection per attempt.
+    /// Delivery over SMTP with mx-smtp's client session. A connection that has delivered a
+    /// message is kept idle for the next message to the same destination (see
+    /// [`PoolLimits`]), and the number of open connections is bounded.
     pub struct SmtpTransport {
         pub client: ClientConfig,
         pub connect_timeout: Duration,
         tls: TlsConnector,
+        pool: Pool<Parked>,
     }
+
+    /// An idle session and the stream it runs over.
+    struct Parked {
+        session: ClientSession,
+        conn: Conn,
+    }
+
+    /// The most an idle session's QUIT may take: politeness, not delivery, so a server slow
+    /// to answer it must not hold up an attempt or the shutdown.
+    const QUIT_LIMIT: Duration = Duration::from_secs(5);
 
     impl SmtpTransport {
         pub fn new(
@@ -159,7 +174,32 @@ mod transport {
                 client,
                 connect_timeout,
                 tls: TlsConnector::from(tls),
+                pool: Pool::new(PoolLimits::default()),
             })
+        }
+
+        /// The same transport with other connection limits.
+        pub fn with_limits(mut self, limits: PoolLimits) -> Self {
+            self.pool = Pool::new(limits);
+            self
+        }
+
+        /// Close every idle session (with QUIT), as delivery stops.
+        pub async fn close_idle(&self) {
+            close_all(self.pool.drain(true), &self.client).await;
+        }
+
+        /// Close the idle sessions past their idle time.
+        pub async fn sweep(&self) {
+            close_all(self.pool.drain(false), &self.client).await;
+        }
+    }
+
+    impl Drop for SmtpTransport {
+        fn drop(&mut self) {
+            // Parked sessions hold slots that point back at the pool's limits: emptying the
+            // pool here breaks that cycle even when close_idle was never called.
+            drop(self.pool.drain(true));
         }
     }
 
@@ -177,10 +217,72 @@ mod transport {
         ) -> BoxFuture<'a, AttemptOutcome> {
             Box::pin(self.run(attempt, delivery))
         }
+
+        fn sweep(&self) -> BoxFuture<'_, ()> {
+            Box::pin(SmtpTransport::sweep(self))
+        }
+
+        fn close_idle(&self) -> BoxFuture<'_, ()> {
+            Box::pin(SmtpTransport::close_idle(self))
+        }
+    }
+
+    /// How one message over one session ended.
+    struct Exchange {
+        done: Option<MessageOutcome>,
+        closed: Option<ConnectionOutcome>,
+        /// The session, still usable for another message.
+        idle: Option<Parked>,
     }
 
     impl SmtpTransport {
         async fn run(&self, attempt: &Attempt, delivery: &Delivery<'_>) -> AttemptOutcome {
+            let key = Key {
+                ip: attempt.ip,
+                port: attempt.port,
+                tls: self.client.starttls,
+            };
+            // Built when sent rather than cloned: a retry over a fresh connection needs its
+            // own copy only when it happens.
+            let message = || OutboundMessage {
+                mail_from: delivery.mail_from.to_string(),
+                recipients: delivery.recipients.to_vec(),
+                body: delivery.body.to_vec(),
+                body_8bit: delivery.body_8bit,
+                smtputf8: delivery.smtputf8,
+                size: delivery.body.len() as u64,
+            };
+            let slot = match self.lease(&key, true).await {
+                Lease::Fresh(slot) => slot,
+                Lease::Pooled(idle) => {
+                    let Idle {
+                        conn: Parked { session, conn },
+                        slot,
+                        messages,
+                        ..
+                    } = idle;
+                    metrics::counter!("mxroute_delivery_connections_total", "reused" => "true")
+                        .increment(1);
+                    tracing::debug!(ip = %key.ip, port = key.port, messages, "reusing an idle connection");
+                    let ex = self
+                        .exchange(session, conn, message(), attempt, messages)
+                        .await;
+                    if !died_before_anything(&ex) {
+                        return self.finish(key, ex, slot, messages + 1);
+                    }
+                    // A parked session that turns out dead says nothing about the exchanger
+                    // (servers close idle connections as they please): once more, fresh.
+                    // Its siblings are most likely dead as well.
+                    tracing::debug!(ip = %key.ip, port = key.port, "idle connection was dead; reconnecting");
+                    drop(slot);
+                    drop(self.pool.take_all(&key));
+                    match self.lease(&key, false).await {
+                        Lease::Fresh(slot) => slot,
+                        // Not asked for; a slot it holds is as good as ours.
+                        Lease::Pooled(idle) => idle.slot,
+                    }
+                }
+            };
             let addr = SocketAddr::new(attempt.ip, attempt.port);
             let stream =
                 match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
@@ -197,16 +299,54 @@ mod transport {
                     }
                 };
             let _ = stream.set_nodelay(true);
-            let mut conn = Conn::Plain(stream);
-            let mut session = ClientSession::new(self.client.clone());
-            let mut message = Some(OutboundMessage {
-                mail_from: delivery.mail_from.to_string(),
-                recipients: delivery.recipients.to_vec(),
-                body: delivery.body.to_vec(),
-                body_8bit: delivery.body_8bit,
-                smtputf8: delivery.smtputf8,
-                size: delivery.body.len() as u64,
-            });
+            metrics::counter!("mxroute_delivery_connections_total", "reused" => "false")
+                .increment(1);
+            let session = ClientSession::new(self.client.clone());
+            let ex = self
+                .exchange(session, Conn::Plain(stream), message(), attempt, 0)
+                .await;
+            self.finish(key, ex, slot, 1)
+        }
+
+        /// A slot or a parked session, closing (with QUIT) the idle sessions that must make
+        /// room on the way.
+        async fn lease(&self, key: &Key, pooled: bool) -> Lease<Parked> {
+            loop {
+                match self.pool.lease(key, pooled).await {
+                    Ok(Lease::Pooled(mut idle)) => {
+                        if alive(&mut idle.conn.conn).await {
+                            return Lease::Pooled(idle);
+                        }
+                        // Closed by the server while parked: not worth a QUIT.
+                        tracing::debug!(ip = %key.ip, port = key.port, "idle connection closed by the server");
+                    }
+                    Ok(fresh) => return fresh,
+                    Err(victims) => close_all(victims, &self.client).await,
+                }
+            }
+        }
+
+        /// Park the session if it may carry another message, and judge the attempt.
+        fn finish(&self, key: Key, ex: Exchange, slot: Slot, messages: usize) -> AttemptOutcome {
+            // exchange hands a session back only when it may be reused (it says QUIT
+            // otherwise), so parking needs no second look at the limits.
+            if let Some(idle) = ex.idle {
+                self.pool.park(key, idle, slot, messages);
+            }
+            judge(ex.done, ex.closed)
+        }
+
+        /// Send `message` over a session, up to its outcome. The session is handed back
+        /// idle when it can carry another message (`sent` messages went over it before).
+        async fn exchange(
+            &self,
+            mut session: ClientSession,
+            mut conn: Conn,
+            message: OutboundMessage,
+            attempt: &Attempt,
+            sent: usize,
+        ) -> Exchange {
+            let mut message = Some(message);
             let mut outcome = None;
             let mut buf = vec![0u8; 16 * 1024];
             let closed = loop {
@@ -244,6 +384,14 @@ mod transport {
                     Action::Ready => {
                         let step = match message.take() {
                             Some(m) => session.send_message(m),
+                            // Ready again after the message: the session is idle and sound.
+                            None if outcome.is_some() && self.pool.reusable(sent + 1) => {
+                                return Exchange {
+                                    done: outcome,
+                                    closed: None,
+                                    idle: Some(Parked { session, conn }),
+                                };
+                            }
                             None => session.quit(),
                         };
                         if step.is_err() {
@@ -254,44 +402,11 @@ mod transport {
                     Action::Close(closed) => break closed,
                 }
             };
-            let Some(done) = outcome else {
-                return AttemptOutcome::NextAttempt {
-                    reason: reply_line(&closed.reply),
-                };
-            };
-            // Nothing was delivered and nothing refused for good, and the failure belongs to
-            // this exchanger rather than to the recipients: a refusal before any recipient
-            // was judged (greeting, EHLO, MAIL), a 421 (the server is going away), or a
-            // failure of the connection itself (timeout, reset, no reply after the final
-            // dot). The next exchanger is asked in the same run (routing contract).
-            let exchanger_failed = !done.recipients.is_empty()
-                && done.recipients.iter().all(|r| {
-                    r.status == DeliveryStatus::Temporary
-                        && (r.reply.code() == 421
-                            || !r.remote
-                            || matches!(
-                                r.phase,
-                                Phase::Greeting | Phase::Ehlo | Phase::Mail | Phase::StartTls
-                            ))
-                });
-            if exchanger_failed {
-                return AttemptOutcome::NextAttempt {
-                    reason: reply_line(&done.recipients[0].reply),
-                };
+            Exchange {
+                done: outcome,
+                closed: Some(closed),
+                idle: None,
             }
-            AttemptOutcome::Done(
-                done.recipients
-                    .iter()
-                    .map(|r| {
-                        let reply = reply_line(&r.reply);
-                        match r.status {
-                            DeliveryStatus::Delivered => RecipientResult::Delivered { reply },
-                            DeliveryStatus::Temporary => RecipientResult::Temporary { reply },
-                            DeliveryStatus::Permanent => RecipientResult::Permanent { reply },
-                        }
-                    })
-                    .collect(),
-            )
         }
 
         async fn handshake(&self, conn: &mut Conn, attempt: &Attempt) -> std::io::Result<()> {
@@ -304,6 +419,137 @@ mod transport {
             *conn = Conn::Tls(Box::new(tls));
             Ok(())
         }
+    }
+
+    /// What an attempt came to, from the message's outcome (None: the connection ended
+    /// before the message was through) and the connection's.
+    fn judge(done: Option<MessageOutcome>, closed: Option<ConnectionOutcome>) -> AttemptOutcome {
+        let Some(done) = done else {
+            return AttemptOutcome::NextAttempt {
+                reason: closed.map_or_else(
+                    || "451 4.4.2 connection lost".to_string(),
+                    |c| reply_line(&c.reply),
+                ),
+            };
+        };
+        // Nothing was delivered and nothing refused for good, and the failure belongs to
+        // this exchanger rather than to the recipients: a refusal before any recipient
+        // was judged (greeting, EHLO, MAIL), a 421 (the server is going away), or a
+        // failure of the connection itself (timeout, reset, no reply after the final
+        // dot). The next exchanger is asked in the same run (routing contract).
+        let exchanger_failed = !done.recipients.is_empty()
+            && done.recipients.iter().all(|r| {
+                r.status == DeliveryStatus::Temporary
+                    && (r.reply.code() == 421
+                        || !r.remote
+                        || matches!(
+                            r.phase,
+                            Phase::Greeting | Phase::Ehlo | Phase::Mail | Phase::StartTls
+                        ))
+            });
+        if exchanger_failed {
+            return AttemptOutcome::NextAttempt {
+                reason: reply_line(&done.recipients[0].reply),
+            };
+        }
+        AttemptOutcome::Done(
+            done.recipients
+                .iter()
+                .map(|r| {
+                    let reply = reply_line(&r.reply);
+                    match r.status {
+                        DeliveryStatus::Delivered => RecipientResult::Delivered { reply },
+                        DeliveryStatus::Temporary => RecipientResult::Temporary { reply },
+                        DeliveryStatus::Permanent => RecipientResult::Permanent { reply },
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether a reused session failed before anything was decided for the message: the
+    /// server had closed it, or closes it (421) on the next MAIL. Nothing reached a
+    /// recipient then, so trying again over a fresh connection cannot duplicate mail. A
+    /// loss after the final dot is not this case: the message may have been delivered.
+    fn died_before_anything(ex: &Exchange) -> bool {
+        let Some(done) = &ex.done else {
+            return true;
+        };
+        !done.recipients.is_empty()
+            && done.recipients.iter().all(|r| {
+                r.status == DeliveryStatus::Temporary
+                    && (r.reply.code() == 421 || !r.remote)
+                    && matches!(
+                        r.phase,
+                        Phase::Mail | Phase::Rset | Phase::Rcpt | Phase::DataInit
+                    )
+            })
+    }
+
+    /// Whether an idle connection is still open: nothing to read right now. A server that
+    /// closed it (EOF) or sent anything unasked (typically a 421 before closing) is done.
+    async fn alive(conn: &mut Conn) -> bool {
+        let mut probe = [0u8; 512];
+        // A zero timeout polls the read once: Pending (nothing there) times out at once.
+        tokio::time::timeout(Duration::ZERO, read(conn, &mut probe))
+            .await
+            .is_err()
+    }
+
+    /// Say QUIT over an idle session and close it, within QUIT_LIMIT.
+    async fn close(parked: Parked, client: &ClientConfig) {
+        let Parked {
+            mut session,
+            mut conn,
+        } = parked;
+        if session.quit().is_err() {
+            return;
+        }
+        let mut buf = [0u8; 1024];
+        let polite = async {
+            loop {
+                match session.next_action() {
+                    Action::Send { bytes, timeout } => {
+                        let limit = client.timeouts.get(timeout);
+                        match tokio::time::timeout(limit, write(&mut conn, &bytes)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => session.io_error(&e.to_string()),
+                            Err(_) => session.timed_out(),
+                        }
+                    }
+                    Action::Receive { timeout } => {
+                        let limit = client.timeouts.get(timeout);
+                        match tokio::time::timeout(limit, read(&mut conn, &mut buf)).await {
+                            Ok(Ok(0)) => session.eof(),
+                            Ok(Ok(n)) => session.feed(&buf[..n]),
+                            Ok(Err(e)) => session.io_error(&e.to_string()),
+                            Err(_) => session.timed_out(),
+                        }
+                    }
+                    Action::Close(_) => break,
+                    // Nothing else can follow a QUIT; end rather than loop.
+                    Action::StartTls | Action::Ready | Action::MessageDone(_) => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(QUIT_LIMIT, polite).await;
+    }
+
+    /// Close idle sessions side by side, so one slow server does not hold up the rest.
+    async fn close_all(idle: Vec<Idle<Parked>>, client: &ClientConfig) {
+        if idle.is_empty() {
+            return;
+        }
+        let mut closing = tokio::task::JoinSet::new();
+        for i in idle {
+            let client = client.clone();
+            closing.spawn(async move {
+                let Idle { conn, slot, .. } = i;
+                close(conn, &client).await;
+                drop(slot);
+            });
+        }
+        while closing.join_next().await.is_some() {}
     }
 
     async fn write(conn: &mut Conn, bytes: &[u8]) -> std::io::Result<()> {
