@@ -137,6 +137,11 @@ pub struct DeliverySection {
     pub max_connections: usize,
     /// Outbound connections open at once to one IP address.
     pub max_connections_per_destination: usize,
+    /// Recipient domains whose mail goes only over STARTTLS with a certificate verified for
+    /// the MX host name; when no exchanger passes, the mail waits (never plaintext).
+    pub require_tls_domains: Vec<String>,
+    /// PEM CA certificates trusted for `require_tls_domains`, besides the system bundle.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for DeliverySection {
@@ -160,6 +165,8 @@ impl Default for DeliverySection {
             max_messages_per_connection: pool.max_messages_per_connection,
             max_connections: pool.max_connections,
             max_connections_per_destination: pool.max_connections_per_destination,
+            require_tls_domains: Vec::new(),
+            tls_ca_file: None,
         }
     }
 }
@@ -181,6 +188,10 @@ impl DeliverySection {
             max_messages_per_connection: self.max_messages_per_connection,
             max_connections: self.max_connections,
             max_connections_per_destination: self.max_connections_per_destination,
+            require_tls: crate::outbound::smtp::RequireTls {
+                domains: self.require_tls_domains.clone(),
+                ca_file: self.tls_ca_file.clone(),
+            },
         }
     }
 }
@@ -263,6 +274,10 @@ impl Config {
             &mut self.server.catch_all_domains,
         )?;
         domains("routing.local_names", &mut self.routing.local_names)?;
+        domains(
+            "delivery.require_tls_domains",
+            &mut self.delivery.require_tls_domains,
+        )?;
         if !["opportunistic", "never"].contains(&self.delivery.starttls.as_str()) {
             return Err(format!(
                 "delivery.starttls: {:?} (expected \"opportunistic\" or \"never\")",
@@ -433,6 +448,8 @@ mod tests {
             max_messages_per_connection = 50
             max_connections = 20
             max_connections_per_destination = 4
+            require_tls_domains = ["Secure.Example."]
+            tls_ca_file = "ca.pem"
             [routing]
             ip_strategy = "ipv6_only"
             allow_mx_to_ip = true
@@ -456,6 +473,11 @@ mod tests {
         assert_eq!(pool.max_messages_per_connection, 50);
         assert_eq!(pool.max_connections, 20);
         assert_eq!(pool.max_connections_per_destination, 4);
+        assert_eq!(pool.require_tls.domains, vec!["secure.example"]);
+        assert_eq!(
+            pool.require_tls.ca_file.as_deref(),
+            Some(std::path::Path::new("ca.pem"))
+        );
         assert!(p.local_names.contains(&"mx1.example.com".to_string()));
         assert_eq!(p.static_routes.len(), 1);
     }

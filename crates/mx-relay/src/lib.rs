@@ -2,6 +2,7 @@
 //! MX role that delivers mail for our own domains into Maildir.
 
 pub mod config;
+pub mod faults;
 pub mod maildir;
 pub mod metrics;
 pub mod outbound;

@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::faults::{Faults, SessionFault};
 use crate::outbound::Engine;
 use crate::outbound::smtp::{SmtpTransport, starttls_policy};
 use crate::policy::{Refusal, RelayPolicy, canonical_ip};
@@ -45,11 +46,13 @@ struct Shared {
     connections: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     local: mpsc::UnboundedSender<QueueId>,
+    faults: Faults,
 }
 
 /// A running relay. Dropping it does not stop it: call [`Relay::shutdown`].
 pub struct Relay {
     addrs: Vec<SocketAddr>,
+    faults: Faults,
     metrics_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -110,6 +113,7 @@ impl Relay {
             connections: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
             local: local_tx.clone(),
+            faults: Faults::default(),
         });
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -149,6 +153,7 @@ impl Relay {
         tasks.spawn(engine.run(local_rx, stopped));
         Ok(Relay {
             addrs,
+            faults: shared.faults.clone(),
             metrics_addr,
             stop,
             tasks,
@@ -157,6 +162,11 @@ impl Relay {
 
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The fault switches of this relay as an exchanger (the lab's).
+    pub fn faults(&self) -> Faults {
+        self.faults.clone()
     }
 
     /// Where `/metrics` is served, when `metrics.listen` is set.
@@ -305,6 +315,23 @@ async fn connection(
             return;
         }
     }
+    match shared.faults.session() {
+        SessionFault::None => {}
+        SessionFault::Greeting421 => {
+            let reply = Reply::new(421, status("4.3.2"), "Service not available (lab switch)");
+            let _ = write_flush(&mut stream, &reply.to_bytes()).await;
+            return;
+        }
+        SessionFault::Silent => {
+            // Say nothing until the client gives up or the command timeout passes.
+            let mut sink = [0u8; 512];
+            let _ = tokio::time::timeout(shared.command_timeout, async {
+                while read_some(&mut stream, &mut sink).await.unwrap_or(0) > 0 {}
+            })
+            .await;
+            return;
+        }
+    }
     let mut session = ServerSession::new(shared.session.clone(), PeerInfo { ip, tls: false });
     let mut conn = Conn::Plain(stream);
     if conn
@@ -356,13 +383,20 @@ async fn run_session(
                 }
                 Event::CheckRecipient { address, .. } => {
                     let authenticated = session.authenticated().is_some();
-                    let decision = match shared.policy.recipient(
-                        &address,
-                        ip,
-                        authenticated,
-                        &shared.users,
-                    ) {
-                        Ok(_) => RcptDecision::Accept,
+                    let faulted = shared.faults.recipient(&address);
+                    let judged = match faulted {
+                        Some((code, enhanced, text)) => Err(Refusal {
+                            code,
+                            enhanced: leak_status(&enhanced),
+                            text,
+                        }),
+                        None => shared
+                            .policy
+                            .recipient(&address, ip, authenticated, &shared.users)
+                            .map(|_| ()),
+                    };
+                    let decision = match judged {
+                        Ok(()) => RcptDecision::Accept,
                         Err(refusal) => {
                             metrics::recipient_refused(refusal.enhanced);
                             tracing::info!(client = %ip, to = %address, reply = %refusal.text, reason = %refusal.enhanced, "recipient refused");
@@ -632,4 +666,21 @@ fn engine(
         in_flight: Default::default(),
         wake,
     })
+}
+
+/// A lab-switch status as the `&'static str` a [`Refusal`] carries: the few distinct codes
+/// a lab sets are interned once, so memory stays bounded.
+fn leak_status(text: &str) -> &'static str {
+    static SEEN: std::sync::OnceLock<Mutex<std::collections::HashSet<&'static str>>> =
+        std::sync::OnceLock::new();
+    let mut seen = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = seen.get(text) {
+        return s;
+    }
+    let s: &'static str = Box::leak(text.to_string().into_boxed_str());
+    seen.insert(s);
+    s
 }

@@ -663,3 +663,82 @@ async fn a_421_from_the_primary_moves_to_the_backup_in_the_same_run() {
 async fn no_reply_after_the_final_dot_moves_to_the_backup() {
     backup_takes_over(false, "silentdot").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_transaction_250_450_550_delivers_retries_and_bounces_each_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = lab(ZONE).await;
+    let port = shared_port();
+    let mut c = config(
+        dir.path(),
+        "mx1",
+        "local_domains = [\"remote.example\"]\ncatch_all_domains = [\"remote.example\"]\n",
+    );
+    c.server.listen = vec![format!("127.0.0.2:{port}").parse().unwrap()];
+    c.server.trusted_networks = vec![];
+    let mx1 = Relay::start(&c).await.unwrap();
+    mx1.faults().set_recipient(
+        "carol@remote.example",
+        450,
+        "4.2.1",
+        "Mailbox busy, try later",
+    );
+    mx1.faults()
+        .set_recipient("dave@remote.example", 550, "5.1.1", "No such user");
+    let out = sender(dir.path(), dns.addr(), port).await;
+    let a = out.local_addrs()[0];
+    let reply = tokio::task::spawn_blocking(move || {
+        send(
+            a,
+            "alice@home.example",
+            &[
+                "bob@remote.example",
+                "carol@remote.example",
+                "dave@remote.example",
+            ],
+            "trio",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(reply.starts_with("250"), "{reply}");
+    let mx1_mail = dir.path().join("mx1/maildir");
+    wait_for(mx1_mail.clone(), "remote.example", "bob", "hello trio", 1).await;
+    let bounce = wait_for(
+        dir.path().join("sender/maildir"),
+        "home.example",
+        "alice",
+        "Subject: trio",
+        1,
+    )
+    .await;
+    assert!(bounce[0].contains("dave@remote.example"), "{}", bounce[0]);
+    assert!(bounce[0].contains("Status: 5.1.1"), "{}", bounce[0]);
+    assert!(
+        !bounce[0].contains("Final-Recipient: rfc822; carol"),
+        "carol is only deferred: {}",
+        bounce[0]
+    );
+    assert!(mail_in(&mx1_mail, "remote.example", "carol").is_empty());
+    // Carol's mailbox frees up: the retry delivers to her alone.
+    mx1.faults().clear();
+    wait_for(mx1_mail.clone(), "remote.example", "carol", "hello trio", 1).await;
+    let queue = dir.path().join("sender/spool/queue");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_dir(&queue).unwrap().count() > 0 {
+        assert!(Instant::now() < deadline, "the message stayed queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        mail_in(&mx1_mail, "remote.example", "bob").len(),
+        1,
+        "bob got a duplicate"
+    );
+    assert_eq!(mail_in(&mx1_mail, "remote.example", "carol").len(), 1);
+    assert!(mail_in(&mx1_mail, "remote.example", "dave").is_empty());
+    let bounces = mail_in(&dir.path().join("sender/maildir"), "home.example", "alice");
+    assert_eq!(bounces.len(), 1, "exactly one bounce");
+    out.shutdown().await;
+    mx1.shutdown().await;
+    dns.shutdown().await;
+}

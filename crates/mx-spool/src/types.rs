@@ -101,6 +101,10 @@ pub struct DeliveryState {
     pub next_attempt_at: u64,
     /// The last message-level error.
     pub last_error: Option<String>,
+    /// A "delayed" notice (RFC 3464, action `delayed`) went to the sender; at most one is
+    /// sent per message. Absent in state files written before notices existed: `false`.
+    #[serde(default)]
+    pub delay_notice_sent: bool,
 }
 
 impl DeliveryState {
@@ -122,6 +126,7 @@ impl DeliveryState {
             attempts: 0,
             next_attempt_at: envelope.received_at,
             last_error: None,
+            delay_notice_sent: false,
         }
     }
 
@@ -197,5 +202,22 @@ mod tests {
         assert!(state.check_matches(&env).is_err());
         state.recipients.pop();
         assert!(state.check_matches(&env).is_err());
+    }
+
+    #[test]
+    fn old_state_without_delay_notice_flag_loads() {
+        let old = r#"{"recipients":[{"address":"b@y","status":"deferred","attempts":2,
+            "last_reply":"451 4.4.3 dns","updated_at":5}],"attempts":2,
+            "next_attempt_at":10,"last_error":null}"#;
+        let state: DeliveryState = serde_json::from_str(old).unwrap();
+        assert!(!state.delay_notice_sent);
+        assert_eq!(state.recipients[0].status, RecipientStatus::Deferred);
+        // Written back, the flag is there and reads back the same.
+        let mut state = state;
+        state.delay_notice_sent = true;
+        let json = serde_json::to_string(&state).unwrap();
+        assert!(json.contains(r#""delay_notice_sent":true"#), "{json}");
+        let back: DeliveryState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, state);
     }
 }

@@ -16,6 +16,9 @@ pub enum LabCommand {
     /// Run the lab until Ctrl-C: the DNS server and an exchanger on every loopback address
     /// the zone has an A record for, with a ready relay configuration printed.
     Up(crate::lab_up::UpArgs),
+    /// Flip a switch of a running `lab up`: stop/start an exchanger, make it answer 421, go
+    /// silent, answer one recipient with a 4xx/5xx, or back to normal.
+    Switch(crate::lab_up::SwitchArgs),
 }
 
 #[derive(Args)]
@@ -36,6 +39,11 @@ pub async fn run(cmd: LabCommand) -> Result<u8, Fatal> {
         LabCommand::Dns(args) => dns(args).await,
         LabCommand::Demo(args) => crate::demo_cmd::run(args).await,
         LabCommand::Up(args) => crate::lab_up::run(args).await,
+        LabCommand::Switch(args) => {
+            tokio::task::spawn_blocking(move || crate::lab_up::switch_cmd(args))
+                .await
+                .map_err(|e| Fatal::new(exit::SOFTWARE, e))?
+        }
     }
 }
 

@@ -115,7 +115,8 @@ pub async fn run(args: UpArgs) -> Result<u8, Fatal> {
     let ips: Vec<String> = plans.iter().map(|p| p.ip.to_string()).collect();
     let ip_refs: Vec<&str> = ips.iter().map(String::as_str).collect();
     let port = shared_port(&ip_refs).map_err(|e| Fatal::new(exit::OS_ERR, e))?;
-    let mut relays: Vec<Relay> = Vec::new();
+    // name -> (its configuration, the running relay if up)
+    let mut relays: BTreeMap<String, (mx_relay::Config, Option<Relay>)> = BTreeMap::new();
     let mut rows = Vec::new();
     let mut used: BTreeMap<String, usize> = BTreeMap::new();
     for p in &plans {
@@ -150,12 +151,12 @@ pub async fn run(args: UpArgs) -> Result<u8, Fatal> {
             .await
             .map_err(|e| Fatal::new(exit::OS_ERR, e))?;
         rows.push((
-            p.host.clone(),
+            name.clone(),
             format!("{}:{port}", p.ip),
             p.domains.iter().cloned().collect::<Vec<_>>().join(" "),
             config.server.maildir_root.display().to_string(),
         ));
-        relays.push(relay);
+        relays.insert(name.clone(), (config.clone(), Some(relay)));
     }
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "lab dns: {} (UDP and TCP)", dns.addr());
@@ -172,13 +173,172 @@ pub async fn run(args: UpArgs) -> Result<u8, Fatal> {
         "\nA relay pointed at this lab (save as relay.toml, run `mxroute relay --config relay.toml`):\n\n[server]\nlisten = [\"127.0.0.1:2525\"]\n[dns]\nnameservers = [\"{}\"]\n[delivery]\nport = {port}\n",
         dns.addr()
     );
+    let _ = writeln!(
+        out,
+        "Switches: mxroute lab switch --dir {} EXCHANGER stop|start|421|silent|normal|reply ADDRESS CODE",
+        dir.display()
+    );
     let _ = writeln!(out, "lab up: ready (Ctrl-C stops)");
     let _ = out.flush();
     drop(out);
-    crate::relay_cmd::wait_for_signal().await?;
-    for relay in relays {
-        relay.shutdown().await;
+    let control = control_dir(&dir);
+    std::fs::create_dir_all(&control).map_err(|e| Fatal::new(exit::OS_ERR, e))?;
+    let signal = crate::relay_cmd::wait_for_signal();
+    tokio::pin!(signal);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            done = &mut signal => { done?; break; }
+            _ = tick.tick() => apply_switches(&control, &mut relays).await,
+        }
+    }
+    for (_, (_, relay)) in relays {
+        if let Some(relay) = relay {
+            relay.shutdown().await;
+        }
     }
     dns.shutdown().await;
     Ok(0)
+}
+
+fn control_dir(dir: &std::path::Path) -> PathBuf {
+    dir.join("control")
+}
+
+/// Apply the requests `mxroute lab switch` left: one line `EXCHANGER ACTION [ARGS]` per
+/// file, the file removed once applied (that is how the command knows).
+async fn apply_switches(
+    control: &std::path::Path,
+    relays: &mut BTreeMap<String, (mx_relay::Config, Option<Relay>)>,
+) {
+    let Ok(entries) = std::fs::read_dir(control) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("req.") {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let outcome = match words.as_slice() {
+            [host, action, rest @ ..] => match relays.get_mut(*host) {
+                Some((config, relay)) => switch(config, relay, action, rest).await,
+                None => Err(format!("no exchanger {host}")),
+            },
+            _ => Err("empty request".into()),
+        };
+        // The answer replaces the request under a name the command waits for.
+        let answer = control.join(name.replacen("req.", "done.", 1));
+        let _ = std::fs::write(&answer, outcome.unwrap_or_else(|e| format!("error: {e}")));
+        let _ = std::fs::remove_file(entry.path());
+    }
+}
+
+async fn switch(
+    config: &mx_relay::Config,
+    relay: &mut Option<Relay>,
+    action: &str,
+    rest: &[&str],
+) -> Result<String, String> {
+    use mx_relay::faults::SessionFault;
+    match action {
+        "stop" => {
+            if let Some(r) = relay.take() {
+                r.shutdown().await;
+            }
+            Ok("stopped".into())
+        }
+        "start" => {
+            if relay.is_none() {
+                *relay = Some(start_relay(config, "exchanger").await?);
+            }
+            Ok("started".into())
+        }
+        _ => {
+            let r = relay.as_ref().ok_or("the exchanger is stopped")?;
+            let faults = r.faults();
+            match (action, rest) {
+                ("421", []) => faults.set_session(SessionFault::Greeting421),
+                ("silent", []) => faults.set_session(SessionFault::Silent),
+                ("normal", []) => faults.clear(),
+                ("reply", [address, code]) => {
+                    let code: u16 = code
+                        .parse()
+                        .ok()
+                        .filter(|c| (400..600).contains(c))
+                        .ok_or("CODE must be a 4xx or 5xx reply code")?;
+                    let (enhanced, text) = if code < 500 {
+                        ("4.2.1", "Mailbox busy (lab switch)")
+                    } else {
+                        ("5.1.1", "No such user (lab switch)")
+                    };
+                    faults.set_recipient(address, code, enhanced, text);
+                }
+                _ => return Err(format!("unknown switch {action} {}", rest.join(" "))),
+            }
+            Ok(format!("{action} set"))
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct SwitchArgs {
+    /// The directory given to (or printed by) `mxroute lab up`.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Exchanger name, as in lab up's table.
+    exchanger: String,
+    /// stop, start, 421, silent, normal, or reply ADDRESS CODE.
+    #[arg(num_args = 1..=3, required = true)]
+    action: Vec<String>,
+}
+
+/// `mxroute lab switch`: hand a switch to the running lab and wait (bounded) for its answer.
+pub fn switch_cmd(args: SwitchArgs) -> Result<u8, Fatal> {
+    let control = control_dir(&args.dir);
+    if !control.is_dir() {
+        return Err(Fatal::new(
+            exit::NO_INPUT,
+            format!(
+                "{}: no running lab here (start one with `mxroute lab up --dir ...`)",
+                args.dir.display()
+            ),
+        ));
+    }
+    let nonce = format!(
+        "{}{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default()
+    );
+    let tmp = control.join(format!("tmp.{nonce}"));
+    let request = control.join(format!("req.{nonce}"));
+    let answer = control.join(format!("done.{nonce}"));
+    let line = format!("{} {}\n", args.exchanger, args.action.join(" "));
+    std::fs::write(&tmp, line)
+        .and_then(|()| std::fs::rename(&tmp, &request))
+        .map_err(|e| Fatal::new(exit::OS_ERR, format!("{}: {e}", request.display())))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&answer) {
+            let _ = std::fs::remove_file(&answer);
+            println!("{}: {}", args.exchanger, text.trim());
+            return Ok(if text.starts_with("error") {
+                exit::DATA_ERR
+            } else {
+                0
+            });
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = std::fs::remove_file(&request);
+            return Err(Fatal::new(
+                exit::TEMPFAIL,
+                "the lab did not answer within 10 s: is `mxroute lab up` running with this --dir?",
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

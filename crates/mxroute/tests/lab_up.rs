@@ -89,3 +89,68 @@ fn lab_up_runs_an_exchanger_per_address_and_they_take_mail() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+fn greeting(listen: &str) -> String {
+    let stream = TcpStream::connect(listen).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut line = String::new();
+    let _ = BufReader::new(stream).read_line(&mut line);
+    line
+}
+
+fn switch(dir: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mxroute"))
+        .args(["lab", "switch", "--dir"])
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn lab_switches_change_a_running_exchanger() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mxroute"))
+        .args(["lab", "up", "--dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _lab = Lab(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let mut listen = String::new();
+    loop {
+        let line = lines.next().expect("lab up exited early").unwrap();
+        if line.starts_with("mailhost1.example.com ") {
+            listen = line.split_whitespace().nth(1).unwrap().to_string();
+        }
+        if line.starts_with("lab up: ready") {
+            break;
+        }
+    }
+    assert!(greeting(&listen).starts_with("220"));
+    assert_eq!(switch(dir.path(), &["mailhost1.example.com", "421"]).0, 0);
+    assert!(greeting(&listen).starts_with("421"), "421 switch");
+    assert_eq!(
+        switch(dir.path(), &["mailhost1.example.com", "normal"]).0,
+        0
+    );
+    assert!(greeting(&listen).starts_with("220"), "back to normal");
+    assert_eq!(switch(dir.path(), &["mailhost1.example.com", "stop"]).0, 0);
+    assert!(
+        TcpStream::connect(&listen).is_err(),
+        "stopped exchanger still listens"
+    );
+    assert_eq!(switch(dir.path(), &["mailhost1.example.com", "start"]).0, 0);
+    assert!(greeting(&listen).starts_with("220"), "restarted");
+    let (code, out) = switch(dir.path(), &["nosuch.host", "stop"]);
+    assert_eq!(code, 65, "{out}");
+}

@@ -273,6 +273,13 @@ impl Engine {
         if !failed.is_empty() {
             self.bounce(&message, &body, &failed, now).await;
         }
+        if !state.is_complete()
+            && schedule::delay_notice_due(&state, envelope, now, &self.schedule)
+            && self.delay_notice(&message, &state, &body, now).await
+        {
+            // Recorded in the same state update as the run, so it is sent once only.
+            state.delay_notice_sent = true;
+        }
         let spool = self.spool.clone();
         let id = id.clone();
         tokio::task::spawn_blocking(move || {
@@ -417,6 +424,95 @@ impl Engine {
             Err(e) => tracing::error!(queue_id = %envelope.id, error = %e, "bounce task failed"),
         }
     }
+
+    /// Queue the message's one "delayed" notice to the sender, from the null sender like a
+    /// bounce. Returns whether it is done with (queued, or nothing to send), so that the
+    /// caller records it as sent; a notice that could not be queued is tried next run.
+    async fn delay_notice(
+        &self,
+        message: &QueuedMessage,
+        state: &mx_spool::DeliveryState,
+        body: &[u8],
+        now: u64,
+    ) -> bool {
+        let envelope = &message.envelope;
+        let Some(dsn) =
+            build_delay_notice(envelope, state, body, &self.hostname, now, &self.schedule)
+        else {
+            return true;
+        };
+        let spool = self.spool.clone();
+        let mut notice = Envelope::new("", vec![dsn.recipient.clone()]);
+        notice.body_8bit = dsn.is_8bit();
+        notice.smtputf8 = dsn.needs_smtputf8() || envelope.smtputf8;
+        let stored = tokio::task::spawn_blocking(move || spool.store(notice, &dsn.message)).await;
+        match stored {
+            Ok(Ok(notice_id)) => {
+                tracing::info!(queue_id = %envelope.id, notice_id = %notice_id, to = %envelope.mail_from, "delay notice queued");
+                let _ = self.wake.send(notice_id);
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::error!(queue_id = %envelope.id, error = %e, "cannot queue the delay notice");
+                false
+            }
+            Err(e) => {
+                tracing::error!(queue_id = %envelope.id, error = %e, "delay notice task failed");
+                false
+            }
+        }
+    }
+}
+
+/// The one "delayed" notice (RFC 3464, action `delayed`) for the recipients of `state` that
+/// are still deferred: status from each one's last reply (forced to class 4), and
+/// `Will-Retry-Until` the end of the queue lifetime. `None` for the null sender or when no
+/// recipient is deferred.
+pub fn build_delay_notice(
+    envelope: &Envelope,
+    state: &mx_spool::DeliveryState,
+    body: &[u8],
+    hostname: &str,
+    now: u64,
+    schedule: &Schedule,
+) -> Option<mx_smtp::dsn::Dsn> {
+    use mx_smtp::dsn::{self, Action, DsnInput, DsnKind, RecipientReport};
+    let retry_until = envelope
+        .received_at
+        .saturating_add(schedule.queue_lifetime_secs);
+    let recipients = state
+        .recipients
+        .iter()
+        .filter(|r| r.status == mx_spool::RecipientStatus::Deferred)
+        .map(|r| {
+            let reply = r.last_reply.as_deref().map(smtp::parse_reply);
+            let status = reply
+                .as_ref()
+                .map(|reply| dsn::status_for_reply(reply, "5.0.0"))
+                .filter(|s| s.class == 4)
+                .unwrap_or(mx_smtp::EnhancedStatus::new(4, 0, 0));
+            RecipientReport {
+                final_recipient: r.address.clone(),
+                action: Action::Delayed,
+                status,
+                remote_mta: None,
+                diagnostic: reply,
+                last_attempt: Some(r.updated_at),
+                will_retry_until: Some(retry_until),
+            }
+        })
+        .collect();
+    dsn::build(&DsnInput {
+        reporting_mta: hostname,
+        original_envelope_id: None,
+        arrival_date: envelope.received_at,
+        now,
+        original_sender: &envelope.mail_from,
+        recipients,
+        original_message: body,
+        kind: DsnKind::Delayed,
+        message_id_domain: hostname,
+    })
 }
 
 /// Where queue-control requests are dropped.
@@ -497,4 +593,49 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_delay_notice_reports_deferred_recipients_only() {
+        let mut env = Envelope::new(
+            "alice@example.com",
+            vec!["x@remote.example".into(), "y@remote.example".into()],
+        );
+        env.received_at = 1000;
+        let mut state = mx_spool::DeliveryState::initial(&env);
+        state.recipients[0].status = mx_spool::RecipientStatus::Deferred;
+        state.recipients[0].last_reply = Some("451 4.4.3 Domain lookup failed".into());
+        state.recipients[1].status = mx_spool::RecipientStatus::Delivered;
+        let schedule = Schedule {
+            queue_lifetime_secs: 500,
+            delay_warning_secs: 60,
+            ..Schedule::default()
+        };
+        let body = b"Subject: hi\r\n\r\nbody\r\n";
+        let dsn = build_delay_notice(&env, &state, body, "mx.test", 1100, &schedule).unwrap();
+        assert_eq!(dsn.mail_from, "");
+        assert_eq!(dsn.recipient, "alice@example.com");
+        let text = String::from_utf8(dsn.message).unwrap();
+        assert!(text.contains("Action: delayed"), "{text}");
+        assert!(text.contains("Status: 4.4.3"), "{text}");
+        assert!(text.contains("Will-Retry-Until:"), "{text}");
+        assert!(text.contains("x@remote.example"), "{text}");
+        assert!(
+            !text.contains("Final-Recipient: rfc822; y@remote.example"),
+            "{text}"
+        );
+        // A reply that is no 4xx still gives a class-4 status.
+        state.recipients[0].last_reply = Some("garbage".into());
+        let dsn = build_delay_notice(&env, &state, body, "mx.test", 1100, &schedule).unwrap();
+        let text = String::from_utf8(dsn.message).unwrap();
+        assert!(text.contains("Status: 4.0.0"), "{text}");
+        // Never for the null sender.
+        let mut null = env.clone();
+        null.mail_from = String::new();
+        assert!(build_delay_notice(&null, &state, body, "mx.test", 1100, &schedule).is_none());
+    }
 }

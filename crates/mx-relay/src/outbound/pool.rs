@@ -7,14 +7,16 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use mx_smtp::client::StartTls;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-/// The limits of `[delivery]` that shape connection use.
-#[derive(Clone, Copy, Debug)]
+/// The settings of `[delivery]` that shape connection use (and, as they travel to the
+/// transport the same way, its per-domain TLS policy).
+#[derive(Clone, Debug)]
 pub struct PoolLimits {
     /// How long an idle session is kept for the next message (zero: no reuse).
     pub idle: Duration,
@@ -24,6 +26,18 @@ pub struct PoolLimits {
     pub max_connections: usize,
     /// Outbound connections open at once to one IP address.
     pub max_connections_per_destination: usize,
+    /// Recipient domains that get verified STARTTLS only.
+    pub require_tls: RequireTls,
+}
+
+/// `[delivery] require_tls_domains` and `tls_ca_file`: mail to these domains goes only over
+/// STARTTLS with a certificate that verifies for the MX host name; otherwise it waits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequireTls {
+    /// Normalised domain names.
+    pub domains: Vec<String>,
+    /// PEM certificates trusted as roots in addition to the system's bundle.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for PoolLimits {
@@ -33,17 +47,22 @@ impl Default for PoolLimits {
             max_messages_per_connection: 100,
             max_connections: 100,
             max_connections_per_destination: 10,
+            require_tls: RequireTls::default(),
         }
     }
 }
 
 /// Which idle sessions are interchangeable: same address, same port, same TLS policy (a
-/// session opened under one policy must not carry mail that asked for another).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// session opened under one policy must not carry mail that asked for another), and for
+/// verified TLS the same host name the certificate was checked against (an unverified
+/// session, or one verified for another name, never carries mail that requires TLS).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Key {
     pub ip: IpAddr,
     pub port: u16,
     pub tls: StartTls,
+    /// The host name the server certificate was verified for (None: not verified).
+    pub verified: Option<Arc<str>>,
 }
 
 /// An idle connection and what it has done so far.
@@ -108,14 +127,15 @@ const WAIT_STEP: Duration = Duration::from_millis(250);
 
 impl<C> Pool<C> {
     pub fn new(limits: PoolLimits) -> Self {
+        let shared = Arc::new(Limits {
+            all: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            per_dest: Mutex::new(HashMap::new()),
+            per_dest_max: limits.max_connections_per_destination.max(1),
+            changed: Notify::new(),
+        });
         Pool {
             limits,
-            shared: Arc::new(Limits {
-                all: Arc::new(Semaphore::new(limits.max_connections.max(1))),
-                per_dest: Mutex::new(HashMap::new()),
-                per_dest_max: limits.max_connections_per_destination.max(1),
-                changed: Notify::new(),
-            }),
+            shared,
             idle: Mutex::new(HashMap::new()),
         }
     }
@@ -182,7 +202,7 @@ impl<C> Pool<C> {
             .iter()
             .filter(|(k, l)| pick(k) && !l.is_empty())
             .min_by_key(|(_, l)| l[0].since)
-            .map(|(k, _)| *k)?;
+            .map(|(k, _)| k.clone())?;
         let list = map.get_mut(&key)?;
         let victim = list.remove(0);
         if list.is_empty() {
@@ -206,7 +226,7 @@ impl<C> Pool<C> {
                 if !expired.is_empty() {
                     // The caller closes them and comes back for the live one.
                     if let Some(found) = found {
-                        self.put_back(*key, found);
+                        self.put_back(key.clone(), found);
                     }
                     return Err(expired);
                 }
@@ -245,8 +265,7 @@ impl<C> Pool<C> {
                     // Our own key's sessions are all busy (or we want none): only an idle
                     // session to the same address under another port or policy can give
                     // its slot up.
-                    let k = *key;
-                    if let Some(victim) = self.evict(|o| o.ip == k.ip && (*o != k || !pooled)) {
+                    if let Some(victim) = self.evict(|o| o.ip == key.ip && (o != key || !pooled)) {
                         return Err(vec![victim]);
                     }
                 }
@@ -291,6 +310,7 @@ mod tests {
             ip: IpAddr::from([127, 0, 0, last]),
             port: 25,
             tls: StartTls::Opportunistic,
+            verified: None,
         }
     }
 
@@ -300,6 +320,7 @@ mod tests {
             max_messages_per_connection: 2,
             max_connections: all,
             max_connections_per_destination: per_dest,
+            require_tls: RequireTls::default(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! When to try again, when to give up, and how one delivery run's results change a message's
 //! state. Pure: the time is passed in.
 
-use mx_spool::{DeliveryState, RecipientStatus};
+use mx_spool::{DeliveryState, Envelope, RecipientStatus};
 
 /// Retry timing, in the spirit of Postfix's defaults (minimal_backoff_time 300 s,
 /// maximal_backoff_time 4000 s, maximal_queue_lifetime 5 days).
@@ -117,10 +117,30 @@ pub fn apply(
     failed
 }
 
+/// Whether this run should send the message's one "delayed" notice: notices are on
+/// (`delay_warning_secs > 0`), none was sent yet, the sender is not the null sender, the
+/// message has waited at least `delay_warning_secs` since it was received, and some
+/// recipient is still deferred. Call it on the state as updated by [`apply`].
+pub fn delay_notice_due(
+    state: &DeliveryState,
+    envelope: &Envelope,
+    now: u64,
+    schedule: &Schedule,
+) -> bool {
+    schedule.delay_warning_secs > 0
+        && !state.delay_notice_sent
+        && !envelope.mail_from.is_empty()
+        && envelope.mail_from != "<>"
+        && now.saturating_sub(envelope.received_at) >= schedule.delay_warning_secs
+        && state
+            .recipients
+            .iter()
+            .any(|r| r.status == RecipientStatus::Deferred)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mx_spool::Envelope;
 
     fn state(rcpts: &[&str]) -> DeliveryState {
         DeliveryState::initial(&Envelope::new(
@@ -212,5 +232,47 @@ mod tests {
         assert_eq!(failed.len(), 1);
         assert!(failed[0].reply.contains("4.4.7"));
         assert!(st.is_complete());
+    }
+
+    #[test]
+    fn the_delay_notice_is_due_once_after_the_warning_time() {
+        let s = Schedule {
+            delay_warning_secs: 60,
+            ..Schedule::default()
+        };
+        let mut env = Envelope::new("s@x.example", vec!["a@d".into(), "b@d".into()]);
+        env.received_at = 1000;
+        let mut st = DeliveryState::initial(&env);
+        let deferred = vec![(
+            "a@d".to_string(),
+            RecipientResult::Temporary {
+                reply: "451 4.4.3 dns".into(),
+            },
+        )];
+        apply(&mut st, &deferred, 1000, 1030, &s);
+        // Not due: waited too little.
+        assert!(!delay_notice_due(&st, &env, 1059, &s));
+        // Due: waited long enough with a deferred recipient.
+        assert!(delay_notice_due(&st, &env, 1060, &s));
+        // Already sent: never again.
+        st.delay_notice_sent = true;
+        assert!(!delay_notice_due(&st, &env, 5000, &s));
+        st.delay_notice_sent = false;
+        // Off when delay_warning_secs is 0.
+        let off = Schedule::default();
+        assert!(!delay_notice_due(&st, &env, 1_000_000, &off));
+        // Never for the null sender.
+        let mut null = env.clone();
+        null.mail_from = String::new();
+        assert!(!delay_notice_due(&st, &null, 5000, &s));
+        // Nothing deferred (only pending or final recipients): not due.
+        let done = vec![(
+            "a@d".to_string(),
+            RecipientResult::Delivered {
+                reply: "250 ok".into(),
+            },
+        )];
+        apply(&mut st, &done, 1000, 1100, &s);
+        assert!(!delay_notice_due(&st, &env, 1100, &s));
     }
 }

@@ -121,11 +121,13 @@ pub fn reply_line(reply: &Reply) -> String {
     .to_string()
 }
 
-pub use super::pool::PoolLimits;
+pub use super::pool::{PoolLimits, RequireTls};
 pub use transport::SmtpTransport;
 
 mod transport {
+    use std::collections::HashSet;
     use std::net::SocketAddr;
+    use std::path::Path;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -140,7 +142,7 @@ mod transport {
     use tokio_rustls::client::TlsStream;
 
     use super::reply_line;
-    use crate::outbound::pool::{Idle, Key, Lease, Pool, PoolLimits, Slot};
+    use crate::outbound::pool::{Idle, Key, Lease, Pool, PoolLimits, RequireTls, Slot};
     use crate::outbound::schedule::RecipientResult;
     use crate::outbound::{AttemptOutcome, Delivery, Transport};
 
@@ -152,6 +154,11 @@ mod transport {
         pub connect_timeout: Duration,
         tls: TlsConnector,
         pool: Pool<Parked>,
+        /// Recipient domains that get verified STARTTLS only (`require_tls_domains`).
+        require_tls: HashSet<String>,
+        /// The verifying connector for those domains, or why there is none (no usable
+        /// roots): then their mail waits rather than going out unverified.
+        verified_tls: Result<TlsConnector, String>,
     }
 
     /// An idle session and the stream it runs over.
@@ -175,13 +182,45 @@ mod transport {
                 connect_timeout,
                 tls: TlsConnector::from(tls),
                 pool: Pool::new(PoolLimits::default()),
+                require_tls: HashSet::new(),
+                verified_tls: Err("no require_tls_domains".into()),
             })
         }
 
-        /// The same transport with other connection limits.
+        /// The same transport with other connection limits and TLS policy. The roots for
+        /// verified TLS are loaded here; when that fails, the error is logged and mail to
+        /// `require_tls_domains` is deferred (fail closed) rather than refused at start.
         pub fn with_limits(mut self, limits: PoolLimits) -> Self {
+            let RequireTls { domains, ca_file } = &limits.require_tls;
+            self.require_tls = domains.iter().cloned().collect();
+            self.verified_tls = if domains.is_empty() {
+                Err("no require_tls_domains".into())
+            } else {
+                verified_tls(ca_file.as_deref()).map(TlsConnector::from)
+            };
+            if let Err(e) = &self.verified_tls
+                && !domains.is_empty()
+            {
+                tracing::error!(error = %e, "no trust anchors for require_tls_domains: their mail will be deferred");
+            }
             self.pool = Pool::new(limits);
             self
+        }
+
+        /// Whether mail to the recipients of `delivery` must go over verified TLS.
+        ///
+        /// `Delivery` carries no domain: the engine groups recipients by domain, so every
+        /// recipient of one delivery shares the domain of the first.
+        fn requires_tls(&self, delivery: &Delivery<'_>) -> bool {
+            if self.require_tls.is_empty() {
+                return false;
+            }
+            delivery
+                .recipients
+                .first()
+                .and_then(|r| r.rsplit_once('@'))
+                .and_then(|(_, d)| mx_core::normalize_domain(d).ok())
+                .is_some_and(|d| self.require_tls.contains(&d))
         }
 
         /// Close every idle session (with QUIT), as delivery stops.
@@ -237,10 +276,22 @@ mod transport {
 
     impl SmtpTransport {
         async fn run(&self, attempt: &Attempt, delivery: &Delivery<'_>) -> AttemptOutcome {
+            let required = self.requires_tls(delivery);
+            if required && let Err(e) = &self.verified_tls {
+                return AttemptOutcome::NextAttempt {
+                    reason: format!("451 4.7.5 TLS required but no trust anchors: {e}"),
+                };
+            }
+            // Required TLS overrides `starttls = "never"`: the domain asked for it.
             let key = Key {
                 ip: attempt.ip,
                 port: attempt.port,
-                tls: self.client.starttls,
+                tls: if required {
+                    StartTls::Required
+                } else {
+                    self.client.starttls
+                },
+                verified: required.then(|| Arc::from(host_name(&attempt.host))),
             };
             // Built when sent rather than cloned: a retry over a fresh connection needs its
             // own copy only when it happens.
@@ -265,7 +316,7 @@ mod transport {
                         .increment(1);
                     tracing::debug!(ip = %key.ip, port = key.port, messages, "reusing an idle connection");
                     let ex = self
-                        .exchange(session, conn, message(), attempt, messages)
+                        .exchange(session, conn, message(), attempt, &key, messages)
                         .await;
                     if !died_before_anything(&ex) {
                         return self.finish(key, ex, slot, messages + 1);
@@ -301,9 +352,11 @@ mod transport {
             let _ = stream.set_nodelay(true);
             metrics::counter!("mxroute_delivery_connections_total", "reused" => "false")
                 .increment(1);
-            let session = ClientSession::new(self.client.clone());
+            let mut client = self.client.clone();
+            client.starttls = key.tls;
+            let session = ClientSession::new(client);
             let ex = self
-                .exchange(session, Conn::Plain(stream), message(), attempt, 0)
+                .exchange(session, Conn::Plain(stream), message(), attempt, &key, 0)
                 .await;
             self.finish(key, ex, slot, 1)
         }
@@ -344,6 +397,7 @@ mod transport {
             mut conn: Conn,
             message: OutboundMessage,
             attempt: &Attempt,
+            key: &Key,
             sent: usize,
         ) -> Exchange {
             let mut message = Some(message);
@@ -370,8 +424,8 @@ mod transport {
                     }
                     Action::StartTls => {
                         let limit = self.client.timeouts.get(Phase::StartTls);
-                        match tokio::time::timeout(limit, self.handshake(&mut conn, attempt)).await
-                        {
+                        let handshake = self.handshake(&mut conn, attempt, key);
+                        match tokio::time::timeout(limit, handshake).await {
                             Ok(Ok(())) => {
                                 if session.tls_started().is_err() {
                                     session.tls_failed("session refused the TLS start");
@@ -409,13 +463,33 @@ mod transport {
             }
         }
 
-        async fn handshake(&self, conn: &mut Conn, attempt: &Attempt) -> std::io::Result<()> {
+        async fn handshake(
+            &self,
+            conn: &mut Conn,
+            attempt: &Attempt,
+            key: &Key,
+        ) -> std::io::Result<()> {
             let Conn::Plain(tcp) = std::mem::replace(conn, Conn::Closed) else {
                 return Err(std::io::Error::other("not a plain connection"));
             };
-            let name = ServerName::try_from(attempt.host.clone())
-                .unwrap_or_else(|_| ServerName::IpAddress(attempt.ip.into()));
-            let tls = self.tls.connect(name, tcp).await?;
+            let tls = match &key.verified {
+                // Verified: the certificate must be valid for the MX host name itself.
+                Some(host) => {
+                    let connector = self
+                        .verified_tls
+                        .as_ref()
+                        .map_err(|e| std::io::Error::other(e.clone()))?;
+                    let name = ServerName::try_from(host.to_string()).map_err(|e| {
+                        std::io::Error::other(format!("cannot verify {host:?}: {e}"))
+                    })?;
+                    connector.connect(name, tcp).await?
+                }
+                None => {
+                    let name = ServerName::try_from(attempt.host.clone())
+                        .unwrap_or_else(|_| ServerName::IpAddress(attempt.ip.into()));
+                    self.tls.connect(name, tcp).await?
+                }
+            };
             *conn = Conn::Tls(Box::new(tls));
             Ok(())
         }
@@ -572,6 +646,62 @@ mod transport {
             Conn::Tls(s) => s.read(buf).await,
             Conn::Closed => Ok(0),
         }
+    }
+
+    /// The MX host name as certificates name it: lower case, no trailing dot, no brackets
+    /// around an address literal.
+    fn host_name(host: &str) -> String {
+        let host = host.trim().trim_end_matches('.');
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        host.to_ascii_lowercase()
+    }
+
+    /// Bundles of system CA certificates, the first one found is used.
+    const SYSTEM_BUNDLES: &[&str] = &[
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/cert.pem",
+    ];
+
+    /// Verified STARTTLS for `require_tls_domains`: rustls' WebPKI verifier over the
+    /// system's CA bundle (when there is one) and the certificates of `ca_file`.
+    fn verified_tls(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(bundle) = SYSTEM_BUNDLES.iter().find(|p| Path::new(p).is_file())
+            && let Ok(certs) = CertificateDer::pem_file_iter(bundle)
+        {
+            roots.add_parsable_certificates(certs.filter_map(Result::ok));
+        }
+        if let Some(path) = ca_file {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("delivery.tls_ca_file {}: {e}", path.display()))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(format!(
+                    "delivery.tls_ca_file {}: no usable CA certificate",
+                    path.display()
+                ));
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| e.to_string())?;
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_webpki_verifier(verifier)
+            .with_no_client_auth();
+        Ok(Arc::new(config))
     }
 
     /// Opportunistic STARTTLS between MTAs: encrypt, but accept any certificate, as MTAs do
