@@ -274,16 +274,34 @@ impl Lab {
             .map_err(|e| format!("the SMTP client failed: {e}"))?
     }
 
-    /// Wait (bounded) until `f()` holds.
-    async fn wait(&self, what: &str, f: impl Fn(&Lab) -> bool) -> Result<(), String> {
+    /// Wait (bounded) until `count()` reaches `total`, with a progress bar on a terminal
+    /// (indicatif draws to stderr and stays hidden when it is not one).
+    async fn wait(
+        &self,
+        what: &str,
+        total: usize,
+        count: impl Fn(&Lab) -> usize,
+    ) -> Result<(), String> {
+        let bar = indicatif::ProgressBar::new(total as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("    {bar:30} {pos}/{len} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(what.to_string());
         let deadline = Instant::now() + WAIT;
-        while !f(self) {
+        loop {
+            let done = count(self);
+            bar.set_position(done.min(total) as u64);
+            if done >= total {
+                bar.finish_and_clear();
+                return Ok(());
+            }
             if Instant::now() > deadline {
+                bar.abandon();
                 return Err(format!("timed out after {} s: {what}", WAIT.as_secs()));
             }
             tokio::time::sleep(POLL).await;
         }
-        Ok(())
     }
 
     /// Queue entries (`.state` files) of the sending relay that say `deferred`.
@@ -382,8 +400,8 @@ async fn scenarios(lab: &mut Lab, n: usize, t: &mut Tally) -> Result<(), String>
     println!("    the lowest preference wins, so all should land on mailhost1.");
     lab.send(rcpts("example.com", n), "demo a").await?;
     t.sent += n;
-    lab.wait(&format!("{n} messages on mailhost1"), |l| {
-        l.count("mailhost1", "demo a") + l.count("mailhost2", "demo a") >= n
+    lab.wait(&format!("{n} messages on mailhost1"), n, |l| {
+        l.count("mailhost1", "demo a") + l.count("mailhost2", "demo a")
     })
     .await?;
     let (m1, m2) = (
@@ -406,8 +424,8 @@ async fn scenarios(lab: &mut Lab, n: usize, t: &mut Tally) -> Result<(), String>
     }
     lab.send(rcpts("example.com", n), "demo b").await?;
     t.sent += n;
-    lab.wait(&format!("{n} messages on mailhost2"), |l| {
-        l.count("mailhost2", "demo b") >= n
+    lab.wait(&format!("{n} messages on mailhost2"), n, |l| {
+        l.count("mailhost2", "demo b")
     })
     .await?;
     let m2 = lab.count("mailhost2", "demo b");
@@ -429,8 +447,8 @@ async fn scenarios(lab: &mut Lab, n: usize, t: &mut Tally) -> Result<(), String>
     }
     lab.send(rcpts("example.com", n), "demo c").await?;
     t.sent += n;
-    lab.wait(&format!("{n} messages on mailhost1 or mailhost2"), |l| {
-        l.count("mailhost1", "demo c") + l.count("mailhost2", "demo c") >= n
+    lab.wait(&format!("{n} messages on mailhost1 or mailhost2"), n, |l| {
+        l.count("mailhost1", "demo c") + l.count("mailhost2", "demo c")
     })
     .await?;
     let (m1, m2) = (
@@ -454,8 +472,8 @@ async fn scenarios(lab: &mut Lab, n: usize, t: &mut Tally) -> Result<(), String>
     println!("    user@balanced.example: equal preferences are tried in random order.");
     lab.send(rcpts("balanced.example", nd), "demo d").await?;
     t.sent += nd;
-    lab.wait(&format!("{nd} messages on mx-a and mx-b"), |l| {
-        l.count("mx-a", "demo d") + l.count("mx-b", "demo d") >= nd
+    lab.wait(&format!("{nd} messages on mx-a and mx-b"), nd, |l| {
+        l.count("mx-a", "demo d") + l.count("mx-b", "demo d")
     })
     .await?;
     let (a, b) = (lab.count("mx-a", "demo d"), lab.count("mx-b", "demo d"));
@@ -484,8 +502,8 @@ async fn scenarios(lab: &mut Lab, n: usize, t: &mut Tally) -> Result<(), String>
     )
     .await?;
     t.sent += 2;
-    lab.wait("two bounces in sender@demo.test's Maildir", |l| {
-        l.bounces("demo e").len() >= 2
+    lab.wait("two bounces in sender@demo.test's Maildir", 2, |l| {
+        l.bounces("demo e").len()
     })
     .await?;
     let bounces = lab.bounces("demo e");
@@ -521,8 +539,8 @@ async fn scenarios(lab: &mut Lab, n: usize, t: &mut Tally) -> Result<(), String>
     faults.set("example.com.", None, Fault::ServFail);
     lab.send(rcpts("example.com", n), "demo f").await?;
     t.sent += n;
-    lab.wait(&format!("{n} deferred messages in the queue"), |l| {
-        l.deferred() >= n
+    lab.wait(&format!("{n} deferred messages in the queue"), n, |l| {
+        l.deferred()
     })
     .await?;
     let deferred = lab.deferred();
@@ -540,7 +558,8 @@ async fn scenarios(lab: &mut Lab, n: usize, t: &mut Tally) -> Result<(), String>
     println!("    DNS recovers (fault cleared); waiting for the retries.");
     lab.wait(
         &format!("{n} deferred messages delivered after recovery"),
-        |l| l.count("mailhost1", "demo f") + l.count("mailhost2", "demo f") >= n,
+        n,
+        |l| l.count("mailhost1", "demo f") + l.count("mailhost2", "demo f"),
     )
     .await?;
     let (m1, m2) = (
