@@ -840,8 +840,9 @@ fn domain_or(name: &str, fallback: &str) -> String {
 // ---------------------------------------------------------------------------------------
 // Dates.
 
-/// RFC 5322 §3.3 date-time in UTC: `Thu, 01 Jan 2026 00:00:00 +0000`.
-fn rfc5322_date(unix: u64) -> String {
+/// RFC 5322 §3.3 date-time in UTC: `Thu, 01 Jan 2026 00:00:00 +0000`. Public because trace
+/// headers (`Received:`) need the same form.
+pub fn rfc5322_date(unix: u64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",

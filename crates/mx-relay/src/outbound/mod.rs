@@ -476,7 +476,7 @@ pub fn build_delay_notice(
     now: u64,
     schedule: &Schedule,
 ) -> Option<mx_smtp::dsn::Dsn> {
-    use mx_smtp::dsn::{self, Action, DsnInput, DsnKind, RecipientReport};
+    use mx_smtp::dsn::{self, Action, DsnKind, RecipientReport};
     let retry_until = envelope
         .received_at
         .saturating_add(schedule.queue_lifetime_secs);
@@ -502,17 +502,7 @@ pub fn build_delay_notice(
             }
         })
         .collect();
-    dsn::build(&DsnInput {
-        reporting_mta: hostname,
-        original_envelope_id: None,
-        arrival_date: envelope.received_at,
-        now,
-        original_sender: &envelope.mail_from,
-        recipients,
-        original_message: body,
-        kind: DsnKind::Delayed,
-        message_id_domain: hostname,
-    })
+    smtp::build_dsn(envelope, body, recipients, DsnKind::Delayed, hostname, now)
 }
 
 /// Where queue-control requests are dropped.

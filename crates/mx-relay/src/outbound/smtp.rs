@@ -62,6 +62,18 @@ pub fn build_bounce(
             }
         })
         .collect();
+    build_dsn(envelope, body, recipients, DsnKind::Failed, hostname, now)
+}
+
+/// A DSN about `recipients` of a queued message, from us (`hostname`), to its sender.
+pub fn build_dsn(
+    envelope: &Envelope,
+    body: &[u8],
+    recipients: Vec<RecipientReport>,
+    kind: DsnKind,
+    hostname: &str,
+    now: u64,
+) -> Option<dsn::Dsn> {
     dsn::build(&DsnInput {
         reporting_mta: hostname,
         original_envelope_id: None,
@@ -70,7 +82,7 @@ pub fn build_bounce(
         original_sender: &envelope.mail_from,
         recipients,
         original_message: body,
-        kind: DsnKind::Failed,
+        kind,
         message_id_domain: hostname,
     })
 }
