@@ -14,7 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mx_lab::{LabDns, ZoneSet};
-use mx_relay::{Config, Relay};
+use mx_relay::Relay;
+
+mod mail_lab;
+use mail_lab::config;
 
 static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -23,21 +26,6 @@ const ZONE: &str = "
 remote.example.      MX 10 mx1.remote.example.
 mx1.remote.example.  A 127.0.0.2
 ";
-
-fn config(dir: &Path, name: &str, extra: &str) -> Config {
-    let d = dir.join(name);
-    let mut c = Config::parse(
-        &format!(
-            "[server]\nhostname = \"{name}.test\"\ngreet_pause_ms = 0\nstarttls = true\n{extra}"
-        ),
-        name,
-    )
-    .unwrap();
-    c.spool.path = d.join("spool");
-    c.spool.min_free_bytes = 0;
-    c.server.maildir_root = d.join("maildir");
-    c
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.2:0")

@@ -3,13 +3,15 @@
 //! sender one delay notice once the message has waited `delay_warning_secs`, and no more.
 //! The sender's domain is local and catch-all, so notices land in its Maildir.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use mx_lab::{LabDns, ZoneSet};
-use mx_relay::{Config, Relay};
+use mx_lab::LabDns;
+use mx_relay::Relay;
+
+mod mail_lab;
+use mail_lab::{config, send};
 
 const ZONE: &str = "
 remote.example.      MX 10 mx1.remote.example.
@@ -17,21 +19,6 @@ mx1.remote.example.  A 127.0.0.2
 flaky.example.       MX 10 mx1.remote.example.
 $FAULT flaky.example. servfail
 ";
-
-fn config(dir: &Path, name: &str, extra: &str) -> Config {
-    let d = dir.join(name);
-    let mut c = Config::parse(
-        &format!(
-            "[server]\nhostname = \"{name}.test\"\ngreet_pause_ms = 0\nstarttls = true\n{extra}"
-        ),
-        name,
-    )
-    .unwrap();
-    c.spool.path = d.join("spool");
-    c.spool.min_free_bytes = 0;
-    c.server.maildir_root = d.join("maildir");
-    c
-}
 
 async fn sender(dir: &Path, dns: SocketAddr, delay_warning_secs: u64) -> Relay {
     let mut c = config(
@@ -44,44 +31,6 @@ async fn sender(dir: &Path, dns: SocketAddr, delay_warning_secs: u64) -> Relay {
     c.dns.nameservers = vec![dns];
     c.dns.timeout_secs = Some(1.0);
     Relay::start(&c).await.unwrap()
-}
-
-/// Send one message with a plain SMTP client; returns the reply to the final dot.
-fn send(addr: SocketAddr, from: &str, rcpts: &[&str], subject: &str) -> String {
-    let stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut r = BufReader::new(stream.try_clone().unwrap());
-    let mut w = stream;
-    let mut reply = || {
-        let mut all = String::new();
-        loop {
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            all.push_str(&line);
-            if line.len() < 4 || line.as_bytes()[3] == b' ' {
-                return all;
-            }
-        }
-    };
-    assert!(reply().starts_with("220"));
-    let mut say = |line: String| {
-        w.write_all(line.as_bytes()).unwrap();
-        reply()
-    };
-    assert!(say("EHLO client.test\r\n".into()).starts_with("250"));
-    assert!(say(format!("MAIL FROM:<{from}>\r\n")).starts_with("250"));
-    for rc in rcpts {
-        let got = say(format!("RCPT TO:<{rc}>\r\n"));
-        assert!(got.starts_with("250"), "RCPT {rc}: {got}");
-    }
-    assert!(say("DATA\r\n".into()).starts_with("354"));
-    let done = say(format!(
-        "Subject: {subject}\r\n\r\nhello {subject}\r\n.\r\n"
-    ));
-    let _ = say("QUIT\r\n".into());
-    done
 }
 
 /// Every message in the catch-all domain's Maildirs (any mailbox).
@@ -150,10 +99,7 @@ async fn wait_runs(queue: PathBuf, runs: u32) -> String {
 }
 
 async fn lab() -> LabDns {
-    let zones = ZoneSet::parse(ZONE, "<delay_notice>", None).unwrap();
-    LabDns::start(&zones, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
+    mail_lab::lab(ZONE).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

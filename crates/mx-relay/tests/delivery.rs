@@ -4,11 +4,17 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mx_lab::{LabDns, ZoneSet};
-use mx_relay::{Config, Relay};
+use mx_relay::Relay;
+
+mod mail_lab;
+use mail_lab::{config, lab, mail_in, send, wait_for};
+
+fn shared_port() -> u16 {
+    mail_lab::shared_port(&["127.0.0.2", "127.0.0.3"])
+}
 
 const ZONE: &str = "
 remote.example.      MX 10 mx1.remote.example.
@@ -18,33 +24,6 @@ mx2.remote.example.  A 127.0.0.3
 nullmx.example.      MX 0 .
 flaky.example.       MX 10 mx1.remote.example.
 ";
-
-fn config(dir: &Path, name: &str, extra: &str) -> Config {
-    let d = dir.join(name);
-    let mut c = Config::parse(
-        &format!(
-            "[server]\nhostname = \"{name}.test\"\ngreet_pause_ms = 0\nstarttls = true\n{extra}"
-        ),
-        name,
-    )
-    .unwrap();
-    c.spool.path = d.join("spool");
-    c.spool.min_free_bytes = 0;
-    c.server.maildir_root = d.join("maildir");
-    c
-}
-
-/// A port free on both 127.0.0.2 and 127.0.0.3.
-fn shared_port() -> u16 {
-    for _ in 0..50 {
-        let a = TcpListener::bind("127.0.0.2:0").unwrap();
-        let port = a.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.3", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free on both 127.0.0.2 and 127.0.0.3");
-}
 
 async fn exchanger(dir: &Path, name: &str, ip: &str, port: u16) -> Relay {
     let mut c = config(
@@ -71,88 +50,6 @@ async fn sender(dir: &Path, dns: SocketAddr, port: u16) -> Relay {
     c.dns.timeout_secs = Some(1.0);
     c.delivery.port = port;
     Relay::start(&c).await.unwrap()
-}
-
-/// Send one message with a plain SMTP client; returns the reply to the final dot.
-fn send(addr: SocketAddr, from: &str, rcpts: &[&str], subject: &str) -> String {
-    let stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut r = BufReader::new(stream.try_clone().unwrap());
-    let mut w = stream;
-    let mut reply = || {
-        let mut all = String::new();
-        loop {
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            all.push_str(&line);
-            if line.len() < 4 || line.as_bytes()[3] == b' ' {
-                return all;
-            }
-        }
-    };
-    assert!(reply().starts_with("220"));
-    let mut say = |line: String| {
-        w.write_all(line.as_bytes()).unwrap();
-        reply()
-    };
-    assert!(say("EHLO client.test\r\n".into()).starts_with("250"));
-    assert!(say(format!("MAIL FROM:<{from}>\r\n")).starts_with("250"));
-    for rc in rcpts {
-        let got = say(format!("RCPT TO:<{rc}>\r\n"));
-        assert!(got.starts_with("250"), "RCPT {rc}: {got}");
-    }
-    assert!(say("DATA\r\n".into()).starts_with("354"));
-    let done = say(format!(
-        "Subject: {subject}\r\n\r\nhello {subject}\r\n.\r\n"
-    ));
-    let _ = say("QUIT\r\n".into());
-    done
-}
-
-fn mail_in(root: &Path, domain: &str, mailbox: &str) -> Vec<String> {
-    let new = root.join(domain).join(mailbox).join("new");
-    std::fs::read_dir(new)
-        .map(|e| {
-            e.map(|f| {
-                String::from_utf8_lossy(&std::fs::read(f.unwrap().path()).unwrap()).into_owned()
-            })
-            .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Wait (bounded) for `n` messages containing `needle` in a mailbox.
-async fn wait_for(
-    root: PathBuf,
-    domain: &str,
-    mailbox: &str,
-    needle: &str,
-    n: usize,
-) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let found: Vec<String> = mail_in(&root, domain, mailbox)
-            .into_iter()
-            .filter(|m| m.contains(needle))
-            .collect();
-        if found.len() >= n {
-            return found;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {n} message(s) with {needle:?} in {domain}/{mailbox}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn lab(text: &str) -> LabDns {
-    let zones = ZoneSet::parse(text, "<delivery>", None).unwrap();
-    LabDns::start(&zones, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

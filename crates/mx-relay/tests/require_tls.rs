@@ -3,34 +3,21 @@
 //! waits in the queue: never sent in plaintext, never bounced for it. Other domains keep
 //! opportunistic TLS. An exchanger relay on 127.0.0.2 plays mx1.remote.example.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use mx_lab::{LabDns, ZoneSet};
-use mx_relay::{Config, Relay};
+use mx_relay::Relay;
+
+mod mail_lab;
+use mail_lab::{config, mail_in};
 
 const ZONE: &str = "
 secure.example.      MX 10 mx1.remote.example.
 plain.example.       MX 10 mx1.remote.example.
 mx1.remote.example.  A 127.0.0.2
 ";
-
-fn config(dir: &Path, name: &str, extra: &str) -> Config {
-    let d = dir.join(name);
-    let mut c = Config::parse(
-        &format!(
-            "[server]\nhostname = \"{name}.test\"\ngreet_pause_ms = 0\nstarttls = true\n{extra}"
-        ),
-        name,
-    )
-    .unwrap();
-    c.spool.path = d.join("spool");
-    c.spool.min_free_bytes = 0;
-    c.server.maildir_root = d.join("maildir");
-    c
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.2:0")
@@ -114,40 +101,14 @@ fn make_pki(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     (ca_path, cert, key)
 }
 
-/// Send one message with a plain SMTP client; returns the reply to the final dot.
 fn send(addr: SocketAddr, rcpt: &str, subject: &str) -> String {
-    let stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut r = BufReader::new(stream.try_clone().unwrap());
-    let mut w = stream;
-    let mut reply = || {
-        let mut all = String::new();
-        loop {
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            all.push_str(&line);
-            if line.len() < 4 || line.as_bytes()[3] == b' ' {
-                return all;
-            }
-        }
-    };
-    assert!(reply().starts_with("220"));
-    let mut say = |line: String| {
-        w.write_all(line.as_bytes()).unwrap();
-        reply()
-    };
-    assert!(say("EHLO client.test\r\n".into()).starts_with("250"));
-    assert!(say("MAIL FROM:<alice@home.example>\r\n".into()).starts_with("250"));
-    let got = say(format!("RCPT TO:<{rcpt}>\r\n"));
-    assert!(got.starts_with("250"), "RCPT {rcpt}: {got}");
-    assert!(say("DATA\r\n".into()).starts_with("354"));
-    let done = say(format!(
-        "Subject: {subject}\r\n\r\nhello {subject}\r\n.\r\n"
-    ));
-    let _ = say("QUIT\r\n".into());
-    done
+    mail_lab::send(addr, "alice@home.example", &[rcpt], subject)
+}
+
+async fn wait_for(root: PathBuf, domain: &str, mailbox: &str, needle: &str) -> String {
+    mail_lab::wait_for(root, domain, mailbox, needle, 1)
+        .await
+        .remove(0)
 }
 
 async fn submit(out: &Relay, rcpt: &'static str, subject: &'static str) {
@@ -156,34 +117,6 @@ async fn submit(out: &Relay, rcpt: &'static str, subject: &'static str) {
         .await
         .unwrap();
     assert!(reply.starts_with("250"), "{reply}");
-}
-
-fn mail_in(root: &Path, domain: &str, mailbox: &str) -> Vec<String> {
-    std::fs::read_dir(root.join(domain).join(mailbox).join("new"))
-        .map(|e| {
-            e.map(|f| {
-                String::from_utf8_lossy(&std::fs::read(f.unwrap().path()).unwrap()).into_owned()
-            })
-            .collect()
-        })
-        .unwrap_or_default()
-}
-
-async fn wait_for(root: PathBuf, domain: &str, mailbox: &str, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(m) = mail_in(&root, domain, mailbox)
-            .into_iter()
-            .find(|m| m.contains(needle))
-        {
-            return m;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{needle:?} never reached {domain}/{mailbox}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The sender's queue holds the message as deferred with a 4.7.x reply (after at least one
