@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use mx_relay::Relay;
 
 mod mail_lab;
-use mail_lab::{config, lab, mail_in, send, wait_for};
+use mail_lab::{config, lab, mail_in, submit, wait_for};
 
 fn shared_port() -> u16 {
     mail_lab::shared_port(&["127.0.0.2", "127.0.0.3"])
@@ -61,12 +61,7 @@ async fn mail_goes_to_the_primary_and_to_the_backup_when_the_primary_is_down() {
     let mx2 = exchanger(dir.path(), "mx2", "127.0.0.3", port).await;
     let out = sender(dir.path(), dns.addr(), port).await;
     let a = out.local_addrs()[0];
-    let reply = tokio::task::spawn_blocking(move || {
-        send(a, "alice@home.example", &["bob@remote.example"], "first")
-    })
-    .await
-    .unwrap();
-    assert!(reply.starts_with("250"), "{reply}");
+    submit(a, "alice@home.example", &["bob@remote.example"], "first").await;
     let got = wait_for(
         dir.path().join("mx1/maildir"),
         "remote.example",
@@ -84,12 +79,7 @@ async fn mail_goes_to_the_primary_and_to_the_backup_when_the_primary_is_down() {
 
     // The primary goes away: the next message goes to the backup in the same run.
     mx1.shutdown().await;
-    let reply = tokio::task::spawn_blocking(move || {
-        send(a, "alice@home.example", &["bob@remote.example"], "second")
-    })
-    .await
-    .unwrap();
-    assert!(reply.starts_with("250"), "{reply}");
+    submit(a, "alice@home.example", &["bob@remote.example"], "second").await;
     wait_for(
         dir.path().join("mx2/maildir"),
         "remote.example",
@@ -112,17 +102,13 @@ async fn per_recipient_replies_and_bounces_to_the_sender() {
     let out = sender(dir.path(), dns.addr(), port).await;
     let a = out.local_addrs()[0];
     // bob exists at the exchanger, nobody does not: one delivered, one bounced.
-    let reply = tokio::task::spawn_blocking(move || {
-        send(
-            a,
-            "alice@home.example",
-            &["bob@remote.example", "nobody@remote.example"],
-            "mixed",
-        )
-    })
-    .await
-    .unwrap();
-    assert!(reply.starts_with("250"), "{reply}");
+    submit(
+        a,
+        "alice@home.example",
+        &["bob@remote.example", "nobody@remote.example"],
+        "mixed",
+    )
+    .await;
     wait_for(
         dir.path().join("mx1/maildir"),
         "remote.example",
@@ -171,17 +157,13 @@ async fn permanent_route_statuses_bounce_at_once_without_connecting() {
     let port = shared_port();
     let out = sender(dir.path(), dns.addr(), port).await;
     let a = out.local_addrs()[0];
-    let reply = tokio::task::spawn_blocking(move || {
-        send(
-            a,
-            "alice@home.example",
-            &["x@nullmx.example", "y@nosuch.example"],
-            "doomed",
-        )
-    })
-    .await
-    .unwrap();
-    assert!(reply.starts_with("250"), "{reply}");
+    submit(
+        a,
+        "alice@home.example",
+        &["x@nullmx.example", "y@nosuch.example"],
+        "doomed",
+    )
+    .await;
     let bounces = wait_for(
         dir.path().join("sender/maildir"),
         "home.example",
@@ -207,12 +189,7 @@ async fn dns_failure_defers_and_delivery_follows_recovery_and_null_sender_never_
     let a = out.local_addrs()[0];
     // flaky.example's exchanger is mx1, which is not a relay for that domain: once DNS
     // answers, mx1 refuses with 554 5.7.1 and the sender gets a bounce.
-    let reply = tokio::task::spawn_blocking(move || {
-        send(a, "alice@home.example", &["bob@flaky.example"], "later")
-    })
-    .await
-    .unwrap();
-    assert!(reply.starts_with("250"), "{reply}");
+    submit(a, "alice@home.example", &["bob@flaky.example"], "later").await;
     // While DNS fails, the message waits: no bounce.
     let spool = dir.path().join("sender/spool/queue");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -245,10 +222,7 @@ async fn dns_failure_defers_and_delivery_follows_recovery_and_null_sender_never_
     assert!(bounce[0].contains("Status: 5."), "{}", bounce[0]);
 
     // A message from the null sender that fails makes no bounce.
-    let reply = tokio::task::spawn_blocking(move || send(a, "", &["z@nullmx.example"], "null"))
-        .await
-        .unwrap();
-    assert!(reply.starts_with("250"), "{reply}");
+    submit(a, "", &["z@nullmx.example"], "null").await;
     let queue = spool.clone();
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::fs::read_dir(&queue).unwrap().count() > 0 {
@@ -282,12 +256,7 @@ async fn we_as_best_mx_bounce_with_5_4_6() {
     c.delivery.port = port;
     let out = Relay::start(&c).await.unwrap();
     let a = out.local_addrs()[0];
-    let reply = tokio::task::spawn_blocking(move || {
-        send(a, "alice@home.example", &["bob@remote.example"], "loop")
-    })
-    .await
-    .unwrap();
-    assert!(reply.starts_with("250"), "{reply}");
+    submit(a, "alice@home.example", &["bob@remote.example"], "loop").await;
     let b = wait_for(
         dir.path().join("sender/maildir"),
         "home.example",
@@ -316,12 +285,7 @@ async fn servfail_until_the_queue_lifetime_ends_gives_exactly_one_dsn() {
     c.delivery.port = port;
     let out = Relay::start(&c).await.unwrap();
     let a = out.local_addrs()[0];
-    let reply = tokio::task::spawn_blocking(move || {
-        send(a, "alice@home.example", &["bob@flaky.example"], "expiring")
-    })
-    .await
-    .unwrap();
-    assert!(reply.starts_with("250"), "{reply}");
+    submit(a, "alice@home.example", &["bob@flaky.example"], "expiring").await;
     let b = wait_for(
         dir.path().join("sender/maildir"),
         "home.example",
@@ -527,13 +491,7 @@ async fn backup_takes_over(fail_at_mail: bool, subject: &str) {
     c.delivery.port = port;
     let out = Relay::start(&c).await.unwrap();
     let a = out.local_addrs()[0];
-    let s = subject.to_string();
-    let reply = tokio::task::spawn_blocking(move || {
-        send(a, "alice@home.example", &["bob@remote.example"], &s)
-    })
-    .await
-    .unwrap();
-    assert!(reply.starts_with("250"), "{reply}");
+    submit(a, "alice@home.example", &["bob@remote.example"], subject).await;
     // In the same run, well before any retry (300 s by default), the backup has it.
     let started = Instant::now();
     wait_for(
@@ -584,21 +542,17 @@ async fn one_transaction_250_450_550_delivers_retries_and_bounces_each_once() {
         .set_recipient("dave@remote.example", 550, "5.1.1", "No such user");
     let out = sender(dir.path(), dns.addr(), port).await;
     let a = out.local_addrs()[0];
-    let reply = tokio::task::spawn_blocking(move || {
-        send(
-            a,
-            "alice@home.example",
-            &[
-                "bob@remote.example",
-                "carol@remote.example",
-                "dave@remote.example",
-            ],
-            "trio",
-        )
-    })
-    .await
-    .unwrap();
-    assert!(reply.starts_with("250"), "{reply}");
+    submit(
+        a,
+        "alice@home.example",
+        &[
+            "bob@remote.example",
+            "carol@remote.example",
+            "dave@remote.example",
+        ],
+        "trio",
+    )
+    .await;
     let mx1_mail = dir.path().join("mx1/maildir");
     wait_for(mx1_mail.clone(), "remote.example", "bob", "hello trio", 1).await;
     let bounce = wait_for(

@@ -306,21 +306,10 @@ pub fn switch_cmd(args: SwitchArgs) -> Result<u8, Fatal> {
             ),
         ));
     }
-    let nonce = format!(
-        "{}{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or_default()
-    );
-    let tmp = control.join(format!("tmp.{nonce}"));
-    let request = control.join(format!("req.{nonce}"));
+    let nonce = crate::control::nonce();
     let answer = control.join(format!("done.{nonce}"));
     let line = format!("{} {}\n", args.exchanger, args.action.join(" "));
-    std::fs::write(&tmp, line)
-        .and_then(|()| std::fs::rename(&tmp, &request))
-        .map_err(|e| Fatal::new(exit::OS_ERR, format!("{}: {e}", request.display())))?;
+    let request = crate::control::drop_request(&control, &format!("req.{nonce}"), line.as_bytes())?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         if let Ok(text) = std::fs::read_to_string(&answer) {

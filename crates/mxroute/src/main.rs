@@ -1,6 +1,7 @@
 //! The `mxroute` command: thin argument parsing, output formats and exit codes over the
 //! library crates.
 
+mod control;
 mod demo_cmd;
 mod lab_cmd;
 mod lab_up;

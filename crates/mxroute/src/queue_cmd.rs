@@ -311,21 +311,8 @@ fn ask_running_relay(spool: &std::path::Path, verb: &str, target: &str) -> Resul
     let dir = mx_relay::outbound::control_dir(spool);
     std::fs::create_dir_all(&dir)
         .map_err(|e| Fatal::new(exit::OS_ERR, format!("{}: {e}", dir.display())))?;
-    let nonce = format!(
-        "{}{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or_default()
-    );
-    let name = format!("{verb}.{target}.{nonce}");
-    // Written under a name the relay ignores, then renamed: it never sees half a request.
-    let tmp = dir.join(format!("tmp-{nonce}"));
-    let request = dir.join(&name);
-    std::fs::write(&tmp, b"")
-        .and_then(|()| std::fs::rename(&tmp, &request))
-        .map_err(|e| Fatal::new(exit::OS_ERR, format!("{}: {e}", request.display())))?;
+    let name = format!("{verb}.{target}.{}", crate::control::nonce());
+    let request = crate::control::drop_request(&dir, &name, b"")?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     while request.exists() {
         if std::time::Instant::now() > deadline {

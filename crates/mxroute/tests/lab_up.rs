@@ -6,7 +6,10 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Lab(Child);
+struct Lab(
+    Child,
+    Option<std::io::Lines<BufReader<std::process::ChildStdout>>>,
+);
 
 impl Drop for Lab {
     fn drop(&mut self) {
@@ -15,27 +18,34 @@ impl Drop for Lab {
     }
 }
 
-#[test]
-fn lab_up_runs_an_exchanger_per_address_and_they_take_mail() {
-    let dir = tempfile::tempdir().unwrap();
+/// Start `mxroute lab up` in `dir`; returns it (killed on drop, its stdout kept open so the
+/// lab's later lines never meet a closed pipe) and the lines printed before it was ready.
+fn lab_up(dir: &std::path::Path) -> (Lab, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mxroute"))
         .args(["lab", "up", "--dir"])
-        .arg(dir.path())
+        .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _lab = Lab(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let mut table = Vec::new();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut lab = Lab(child, None);
+    let mut printed = Vec::new();
     loop {
         let line = lines.next().expect("lab up exited early").unwrap();
         if line.starts_with("lab up: ready") {
             break;
         }
-        table.push(line);
+        printed.push(line);
     }
+    lab.1 = Some(lines);
+    (lab, printed)
+}
+
+#[test]
+fn lab_up_runs_an_exchanger_per_address_and_they_take_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_lab, table) = lab_up(dir.path());
     let text = table.join("\n");
     assert!(text.contains("nameservers = [\"127.0.0.1:"), "{text}");
     let mailhost1 = table
@@ -116,26 +126,13 @@ fn switch(dir: &std::path::Path, args: &[&str]) -> (i32, String) {
 #[test]
 fn lab_switches_change_a_running_exchanger() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mxroute"))
-        .args(["lab", "up", "--dir"])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _lab = Lab(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let mut listen = String::new();
-    loop {
-        let line = lines.next().expect("lab up exited early").unwrap();
-        if line.starts_with("mailhost1.example.com ") {
-            listen = line.split_whitespace().nth(1).unwrap().to_string();
-        }
-        if line.starts_with("lab up: ready") {
-            break;
-        }
-    }
+    let (_lab, printed) = lab_up(dir.path());
+    let listen = printed
+        .iter()
+        .find(|l| l.starts_with("mailhost1.example.com "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("a mailhost1 row")
+        .to_string();
     assert!(greeting(&listen).starts_with("220"));
     assert_eq!(switch(dir.path(), &["mailhost1.example.com", "421"]).0, 0);
     assert!(greeting(&listen).starts_with("421"), "421 switch");

@@ -518,10 +518,13 @@ fn apply_control(spool: &FileSpool, busy: &HashSet<QueueId>) -> Vec<QueueId> {
     let mut wake = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("tmp-") {
+            continue; // a request still being written
+        }
         let mut parts = name.splitn(3, '.');
         let (Some(verb), Some(target), Some(_nonce)) = (parts.next(), parts.next(), parts.next())
         else {
-            continue; // a request still being written (tmp name) or a stray file
+            continue; // a stray file
         };
         let ids = if target == "all" {
             spool.list().unwrap_or_default()

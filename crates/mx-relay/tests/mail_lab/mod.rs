@@ -124,3 +124,17 @@ pub async fn wait_for(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Send one message from a test task and require the relay to accept it (250).
+pub async fn submit(addr: SocketAddr, from: &str, rcpts: &[&str], subject: &str) {
+    let from = from.to_string();
+    let rcpts: Vec<String> = rcpts.iter().map(|r| r.to_string()).collect();
+    let subject = subject.to_string();
+    let reply = tokio::task::spawn_blocking(move || {
+        let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+        send(addr, &from, &rcpts, &subject)
+    })
+    .await
+    .unwrap();
+    assert!(reply.starts_with("250"), "{reply}");
+}
