@@ -10,10 +10,10 @@ pub mod resolution;
 pub mod route;
 
 pub use dns::{Answer, Failure, Outcome, QType, Question, Record, RecordData};
-pub use domain::{Target, normalize_dns_name, normalize_domain, parse_target};
+pub use domain::{Target, name_as_ip, normalize_dns_name, normalize_domain, parse_target};
 pub use error::CoreError;
 pub use policy::{IpStrategy, Policy, StaticRoute};
-pub use resolution::{Resolution, reshuffle};
+pub use resolution::{Resolution, is_special_purpose, reshuffle};
 pub use route::{Attempt, Code, Diagnostic, Exchanger, Level, Reply, Route, Status, Unusable};
 
 /// Compute a route from a table of ready outcomes (a question missing from it counts as a

@@ -326,8 +326,9 @@ impl<'p> Resolution<'p> {
         let mut candidates = Vec::new();
         for (preference, host) in mx {
             if seen.contains(&host) {
-                self.note(
+                self.note_on(
                     Code::DuplicateMx,
+                    &host,
                     format!("{host} is listed more than once; kept at its lowest preference"),
                 );
                 continue;
@@ -335,8 +336,9 @@ impl<'p> Resolution<'p> {
             seen.push(host.clone());
             let mut candidate = self.candidate(preference, host.clone(), self.policy.smtp_port);
             if let Some(ip) = name_as_ip(&host) {
-                self.note(
+                self.note_on(
                     Code::MxTargetIpLiteral,
+                    &host,
                     format!("MX {preference} {host}. is an IP address, not a host name"),
                 );
                 candidate.v4 = Family::NotWanted;
@@ -478,8 +480,9 @@ impl<'p> Resolution<'p> {
             }
         }
         if let Some(end) = c.v4.followed_cname().or(c.v6.followed_cname()) {
-            self.note(
+            self.note_on(
                 Code::MxTargetCname,
+                &c.host,
                 format!(
                     "MX target {} is a CNAME to {end} (RFC 2181 §10.3 forbids it; followed anyway)",
                     c.host
@@ -491,15 +494,17 @@ impl<'p> Resolution<'p> {
             match family.resolved() {
                 Some(Resolved::Failed(failure)) => {
                     tempfailed = true;
-                    self.note(
+                    self.note_on(
                         Code::MxTargetTempfail,
+                        &c.host,
                         format!("{name} lookup for {} failed: {failure}", c.host),
                     );
                 }
                 Some(Resolved::CnameLoop) => {
                     tempfailed = true;
-                    self.note(
+                    self.note_on(
                         Code::MxTargetTempfail,
+                        &c.host,
                         format!("{name} lookup for {} hit a CNAME loop", c.host),
                     );
                 }
@@ -513,8 +518,9 @@ impl<'p> Resolution<'p> {
             .map(ToString::to_string)
             .collect();
         if !private.is_empty() {
-            self.note(
+            self.note_on(
                 Code::MxTargetPrivateAddress,
+                &c.host,
                 format!(
                     "{} has non-public address(es) {}",
                     c.host,
@@ -533,8 +539,9 @@ impl<'p> Resolution<'p> {
             unusable = Some(if tempfailed {
                 Unusable::Tempfail
             } else if all_nx {
-                self.note(
+                self.note_on(
                     Code::MxTargetNxdomain,
+                    &c.host,
                     format!("MX target {} does not exist (NXDOMAIN)", c.host),
                 );
                 Unusable::Nxdomain
@@ -544,8 +551,9 @@ impl<'p> Resolution<'p> {
                     IpStrategy::Ipv6Only => "AAAA",
                     _ => "A or AAAA",
                 };
-                self.note(
+                self.note_on(
                     Code::MxTargetNoAddress,
+                    &c.host,
                     format!("MX target {} has no {families} record", c.host),
                 );
                 Unusable::NoAddress
@@ -631,6 +639,11 @@ impl<'p> Resolution<'p> {
 
     fn note(&mut self, code: Code, message: impl Into<String>) {
         self.diagnostics.push(Diagnostic::new(code, message));
+    }
+
+    fn note_on(&mut self, code: Code, host: &str, message: impl Into<String>) {
+        self.diagnostics
+            .push(Diagnostic::about(code, host, message));
     }
 
     fn use_ttl(&mut self, ttl: u32) {

@@ -196,6 +196,9 @@ pub struct Diagnostic {
     pub level: Level,
     pub code: Code,
     pub message: String,
+    /// The exchanger host the diagnostic is about; absent when it is about the domain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
 }
 
 impl Diagnostic {
@@ -204,6 +207,15 @@ impl Diagnostic {
             level: code.level(),
             code,
             message: message.into(),
+            subject: None,
+        }
+    }
+
+    /// A diagnostic about one exchanger host.
+    pub fn about(code: Code, subject: impl Into<String>, message: impl Into<String>) -> Self {
+        Diagnostic {
+            subject: Some(subject.into()),
+            ..Diagnostic::new(code, message)
         }
     }
 }

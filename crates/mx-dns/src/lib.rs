@@ -6,9 +6,13 @@ mod client;
 mod error;
 mod hickory;
 mod router;
+mod stub;
 
 pub use cache::RouteCache;
 pub use client::{BoxFuture, DnsClient};
 pub use error::DnsError;
 pub use hickory::{ClientOptions, HickoryClient, Nameservers};
 pub use router::Router;
+pub use stub::{
+    Rdata, RecordKind, StubAnswer, StubOptions, StubRecord, StubResolver, reverse_name,
+};

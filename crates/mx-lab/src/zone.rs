@@ -155,6 +155,43 @@ impl ZoneSet {
             .collect()
     }
 
+    /// Owner names holding records of type `rtype` (e.g. `"MX"`), lower-case without the
+    /// trailing dot, sorted; empty for an unknown type.
+    pub fn owners_of(&self, rtype: &str) -> Vec<String> {
+        let Ok(code) = parse_rtype(rtype) else {
+            return Vec::new();
+        };
+        let mut owners: Vec<String> = self
+            .zones
+            .iter()
+            .flat_map(|z| z.records.keys())
+            .filter(|k| u16::from(k.record_type) == code)
+            .map(|k| normalize_name(&Name::from(&k.name).to_ascii()))
+            .map(|n| n.trim_end_matches('.').to_string())
+            .collect();
+        owners.sort();
+        owners.dedup();
+        owners
+    }
+
+    /// Every CNAME in the zones as (owner, target), lower-case without trailing dots.
+    pub fn cnames(&self) -> Vec<(String, String)> {
+        let plain = |name: &Name| {
+            normalize_name(&name.to_ascii())
+                .trim_end_matches('.')
+                .to_string()
+        };
+        self.zones
+            .iter()
+            .flat_map(|z| z.records.values())
+            .flat_map(|set| set.records_without_rrsigs())
+            .filter_map(|r| match &r.data {
+                RData::CNAME(target) => Some((plain(&r.name), plain(&target.0))),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Faults declared with `$FAULT` in the text: (owner, absolute lower-case; record type or
     /// `None` for every type; fault).
     pub fn faults(&self) -> Vec<(String, Option<String>, Fault)> {

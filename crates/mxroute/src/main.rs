@@ -1,6 +1,7 @@
 //! The `mxroute` command: thin argument parsing, output formats and exit codes over the
 //! library crates.
 
+mod check_cmd;
 mod control;
 mod demo_cmd;
 mod lab_cmd;
@@ -21,6 +22,7 @@ pub mod exit {
     pub const NO_INPUT: u8 = 66;
     pub const SOFTWARE: u8 = 70;
     pub const OS_ERR: u8 = 71;
+    pub const CANT_CREATE: u8 = 73;
     pub const TEMPFAIL: u8 = 75;
     pub const CONFIG: u8 = 78;
 }
@@ -65,6 +67,9 @@ struct Cli {
 enum Command {
     /// Compute the route to one or more domains or addresses.
     Route(route_cmd::RouteArgs),
+    /// Lint domains' mail routing live (DNS, SMTP, MTA-STS, TLS-RPT, DANE), or a zone file
+    /// before it is published (--zone).
+    Check(check_cmd::CheckArgs),
     /// The MTA: receive mail for our domains into Maildir, and queue relay mail durably.
     Relay(relay_cmd::RelayArgs),
     /// Look at and act on the relay's queue (spool).
@@ -121,6 +126,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Route(args) => route_cmd::run(args).await,
+            Command::Check(args) => check_cmd::run(args).await,
             Command::Lab(cmd) => lab_cmd::run(cmd).await,
             Command::Relay(args) => relay_cmd::run(args).await,
             Command::Queue(args) => queue_cmd::run(args).await,

@@ -5,97 +5,17 @@
 //! exit), never on sleeps; each wait is bounded so a hung child fails the test instead of the run.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mxroute");
+mod run;
+use run::{BIN, DEADLINE, Run, mxroute};
 const ZONE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/lab.zone");
-
-/// Longest any one command may take; the slowest (timeout.example) needs about 2 s.
-const DEADLINE: Duration = Duration::from_secs(120);
-
-/// What a finished command left behind.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    /// One parsed JSON object per stdout line.
-    fn json(&self) -> Vec<Value> {
-        self.stdout
-            .lines()
-            .map(|line| {
-                let value: Value = serde_json::from_str(line)
-                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}\n{self:#?}"));
-                assert!(value.is_object(), "not a JSON object: {line}");
-                value
-            })
-            .collect()
-    }
-
-    fn one_route(&self) -> Value {
-        let mut routes = self.json();
-        assert_eq!(routes.len(), 1, "{self:#?}");
-        routes.remove(0)
-    }
-}
-
-/// Run `mxroute ARGS` to completion, waiting on its pipes closing and its exit.
-fn mxroute(args: &[&str]) -> Run {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn mxroute");
-    let (tx, rx) = mpsc::channel();
-    let readers = [
-        Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
-        Box::new(child.stderr.take().expect("stderr")),
-    ]
-    .into_iter()
-    .enumerate()
-    .map(|(i, mut pipe)| {
-        let tx = tx.clone();
-        thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            let _ = tx.send((i, text));
-        })
-    })
-    .collect::<Vec<_>>();
-    let mut out = [String::new(), String::new()];
-    for _ in 0..2 {
-        match rx.recv_timeout(DEADLINE) {
-            Ok((i, text)) => out[i] = text,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("mxroute {args:?} did not finish within {DEADLINE:?}");
-            }
-        }
-    }
-    for reader in readers {
-        reader.join().expect("pipe reader");
-    }
-    let status = child.wait().expect("wait for mxroute");
-    let [stdout, stderr] = out;
-    Run {
-        code: status.code().expect("mxroute exited by a signal"),
-        stdout,
-        stderr,
-    }
-}
 
 /// `mxroute route --zone examples/lab.zone EXTRA...`
 fn route(extra: &[&str]) -> Run {
