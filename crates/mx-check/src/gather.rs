@@ -276,6 +276,19 @@ impl Checker {
         (names, Some(confirmed))
     }
 
+    /// A and AAAA of `host`, whatever answered; failures count as no address.
+    async fn addresses_of(&self, host: &str) -> Vec<IpAddr> {
+        let (v4, v6) = futures_util::join!(
+            self.stub.lookup(host, RecordKind::A),
+            self.stub.lookup(host, RecordKind::Aaaa)
+        );
+        [v4, v6]
+            .iter()
+            .filter_map(|a| a.as_ref().ok())
+            .flat_map(addresses)
+            .collect()
+    }
+
     async fn tlsa(&self, host: String) -> TlsaReport {
         match self
             .stub
@@ -306,15 +319,7 @@ impl Checker {
         };
         let mut targets: Vec<(String, Option<IpAddr>)> = Vec::new();
         for host in &hosts {
-            let (v4, v6) = futures_util::join!(
-                self.stub.lookup(host, RecordKind::A),
-                self.stub.lookup(host, RecordKind::Aaaa)
-            );
-            let ips: Vec<IpAddr> = [v4, v6]
-                .iter()
-                .filter_map(|a| a.as_ref().ok())
-                .flat_map(addresses)
-                .collect();
+            let ips = self.addresses_of(host).await;
             if ips.is_empty() {
                 targets.push((host.clone(), None));
             }
@@ -428,15 +433,7 @@ impl Checker {
             }
         }
         let host = format!("mta-sts.{domain}");
-        let (v4, v6) = futures_util::join!(
-            self.stub.lookup(&host, RecordKind::A),
-            self.stub.lookup(&host, RecordKind::Aaaa)
-        );
-        let ips: Vec<IpAddr> = [v4, v6]
-            .iter()
-            .filter_map(|a| a.as_ref().ok())
-            .flat_map(addresses)
-            .collect();
+        let ips = self.addresses_of(&host).await;
         if ips.is_empty() {
             report.fetch_error = Some(format!("{host} has no address"));
             return report;

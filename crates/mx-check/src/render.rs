@@ -131,7 +131,9 @@ pub fn text(reports: &[DomainReport], colour: bool) -> String {
     out
 }
 
-fn grid<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+/// A left-aligned table with a header row, columns as wide as their widest cell; shared by
+/// every human table of the command.
+pub fn grid<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(str::len);
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

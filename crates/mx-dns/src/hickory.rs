@@ -129,8 +129,9 @@ impl HickoryClient {
     }
 }
 
-/// How much a failure tells the operator: a server's own answer beats silence.
-fn telling(failure: &Failure) -> u8 {
+/// How much a failure tells the operator: a server's own answer beats silence. Both clients
+/// report the most telling failure when every server failed.
+pub(crate) fn telling(failure: &Failure) -> u8 {
     match failure {
         Failure::ServFail => 6,
         Failure::Refused => 5,

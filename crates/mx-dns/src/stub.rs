@@ -20,6 +20,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{Instant, timeout_at};
 
 use crate::error::DnsError;
+use crate::hickory::telling;
 
 /// RFC 9715 / DNS Flag Day 2020: an EDNS payload size that avoids IP fragmentation.
 const EDNS_PAYLOAD: u16 = 1232;
@@ -297,18 +298,6 @@ pub fn reverse_name(ip: IpAddr) -> String {
             name.push_str("ip6.arpa");
             name
         }
-    }
-}
-
-/// How much a failure tells the operator (the same order as the routing client's).
-fn telling(failure: &Failure) -> u8 {
-    match failure {
-        Failure::ServFail => 6,
-        Failure::Refused => 5,
-        Failure::Truncated => 4,
-        Failure::Malformed(_) => 3,
-        Failure::Timeout => 2,
-        Failure::Network(_) => 1,
     }
 }
 

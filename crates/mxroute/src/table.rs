@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use mx_check::render::grid;
 use mx_core::Route;
 
 pub fn route(route: &Route) -> String {
@@ -73,29 +74,5 @@ pub fn route(route: &Route) -> String {
         );
     }
     out.push('\n');
-    out
-}
-
-fn grid<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
-    let mut widths = header.map(str::len);
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: Vec<&str>| {
-        out.push(' ');
-        for (cell, w) in cells.iter().zip(widths) {
-            let _ = write!(out, " {cell:<w$}");
-        }
-        let trimmed = out.trim_end().len();
-        out.truncate(trimmed);
-        out.push('\n');
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
     out
 }

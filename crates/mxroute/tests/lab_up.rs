@@ -151,3 +151,66 @@ fn lab_switches_change_a_running_exchanger() {
     let (code, out) = switch(dir.path(), &["nosuch.host", "stop"]);
     assert_eq!(code, 65, "{out}");
 }
+
+/// `mxroute check` against the running lab reports what its exchangers really do: the lab's
+/// self-signed STARTTLS certificates, missing PTR and policies, and an exchanger switched to
+/// greet with 421.
+#[test]
+fn check_against_the_lab_reports_smtp_and_policy_findings() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_lab, printed) = lab_up(dir.path());
+    let dns = printed[0]
+        .strip_prefix("lab dns: ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("first line names the DNS server: {printed:?}"))
+        .to_string();
+    let port = printed
+        .iter()
+        .find(|l| l.starts_with("mailhost1.example.com "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|listen| listen.rsplit(':').next())
+        .expect("a mailhost1 row")
+        .to_string();
+    assert_eq!(switch(dir.path(), &["mailhost2.example.com", "421"]).0, 0);
+    let out = Command::new(env!("CARGO_BIN_EXE_mxroute"))
+        .args(["check", "example.com", "--json", "--probe-timeout", "5"])
+        .args(["--nameserver", &dns, "--smtp-port", &port])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a 421 greeting is an error: {stdout}"
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let findings = report["findings"].as_array().expect("findings");
+    let has = |code: &str, subject: &str| {
+        findings
+            .iter()
+            .any(|f| f["code"] == code && f["subject"].as_str().unwrap_or("").starts_with(subject))
+    };
+    assert!(
+        has("tls_cert_untrusted", "mailhost1.example.com/127.0.0.11"),
+        "{stdout}"
+    );
+    assert!(
+        has("ptr_missing", "mailhost1.example.com/127.0.0.11"),
+        "{stdout}"
+    );
+    assert!(
+        has("smtp_banner_bad", "mailhost2.example.com/127.0.0.12"),
+        "{stdout}"
+    );
+    assert!(has("mta_sts_missing", "_mta-sts.example.com"), "{stdout}");
+    assert!(has("tls_rpt_missing", "_smtp._tls.example.com"), "{stdout}");
+    assert!(
+        has("dane_missing", "_25._tcp.mailhost1.example.com"),
+        "{stdout}"
+    );
+    let probe = &report["exchangers"][0]["addresses"][0]["smtp"];
+    assert_eq!(probe["banner_code"], 220, "{probe}");
+    assert_eq!(probe["starttls"], true, "{probe}");
+    assert_eq!(probe["tls"]["established"], true, "{probe}");
+    assert_eq!(report["route"]["status"], "ok");
+}
