@@ -163,7 +163,8 @@ pub async fn run(args: CheckArgs) -> Result<u8, Fatal> {
         },
         zone_apexes,
     };
-    let checker = Checker::new(options).map_err(|e| Fatal::new(exit::OS_ERR, e))?;
+    // No usable resolver: the check cannot run, which is what 75 says.
+    let checker = Checker::new(options).map_err(|e| Fatal::new(exit::TEMPFAIL, e))?;
 
     let mut reports: Vec<DomainReport> = Vec::new();
     for domain in &domains {
