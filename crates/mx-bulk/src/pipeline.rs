@@ -1,7 +1,7 @@
 //! Stream in, stream out: lines are read as the window allows, routed concurrently, and
 //! written in input order (or as completed). Memory is bounded by the window, not the input.
 
-use std::io::{BufRead, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -121,6 +121,7 @@ impl Summary {
     }
 }
 
+/// One input line, or the read error that ended the input.
 enum Read {
     Line {
         number: u64,
@@ -135,10 +136,17 @@ struct Done {
     json: String,
 }
 
+/// Lines the reader hands over at once, and bytes the collector hands to the writer at once:
+/// waking another thread costs more than routing a domain, so it is done per batch.
+const READ_BATCH: usize = 512;
+const WRITE_CHUNK: usize = 128 * 1024;
+/// A partial chunk is written after this long anyway, so a slow stream still shows progress.
+const WRITE_DELAY: Duration = Duration::from_millis(100);
+
 /// Route every line of `input`, writing one JSON object per line to `output`.
 pub async fn run(
     engine: Arc<Engine>,
-    input: Box<dyn BufRead + Send>,
+    input: Box<dyn io::Read + Send>,
     output: Box<dyn Write + Send>,
     options: RunOptions,
     stats: Arc<Stats>,
@@ -154,93 +162,100 @@ pub async fn run(
     let ahead = Arc::new(Semaphore::new(options.window.max(options.concurrency)));
     let resolving = Arc::new(Semaphore::new(options.concurrency));
 
-    let (lines_tx, mut lines) = mpsc::channel::<Read>(1024);
+    let (lines_tx, mut lines) = mpsc::channel::<Vec<Read>>(16);
     // A plain thread, not spawn_blocking: a read blocked on a terminal must not hold up the
     // runtime's shutdown.
     std::thread::spawn(move || read_lines(input, lines_tx));
 
+    let (chunks_tx, chunks_rx) = mpsc::channel::<Vec<u8>>(4);
+    let writer = tokio::task::spawn_blocking(move || write_chunks(output, chunks_rx));
     let (done_tx, done_rx) = mpsc::unbounded_channel::<Done>();
-    let writer = {
-        let (ahead, stats) = (ahead.clone(), stats.clone());
-        let unordered = options.unordered;
-        tokio::task::spawn_blocking(move || write_lines(output, done_rx, unordered, &ahead, &stats))
-    };
+    let collector = tokio::spawn(collect(
+        done_rx,
+        chunks_tx,
+        options.unordered,
+        ahead.clone(),
+        stats.clone(),
+    ));
 
     let mut tasks = JoinSet::new();
     let mut seq = 0u64;
     let mut input_error = None;
-    while let Some(read) = lines.recv().await {
-        let (number, text) = match read {
-            Read::Line { number, text } => (number, text),
-            Read::Failed(error) => {
-                input_error = Some(error);
-                break;
-            }
-        };
-        let target = match &text {
-            Ok(text) => match parse_line(text) {
-                Line::Skip => continue,
-                Line::Target(target) => Ok(target.to_string()),
-            },
-            Err(lossy) => Err(lossy.trim().to_string()),
-        };
-        // A closed semaphore means the writer stopped: its error is reported below.
-        let Ok(permit) = ahead.acquire().await else {
-            break;
-        };
-        permit.forget();
-        stats.read.fetch_add(1, Ordering::Relaxed);
-        let target = match target {
-            Ok(target) => target,
-            Err(lossy) => {
-                let record = BulkRecord::invalid(number, &lossy, "the line is not valid UTF-8");
-                stats.count(None);
-                let json = serde_json::to_string(&record)?;
-                let _ = done_tx.send(Done { seq, json });
-                seq += 1;
-                continue;
-            }
-        };
-        let Ok(slot) = resolving.clone().acquire_owned().await else {
-            break;
-        };
-        let (engine, done_tx, stats) = (engine.clone(), done_tx.clone(), stats.clone());
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        rng.set_stream(seq);
-        let line_seq = seq;
-        tasks.spawn(async move {
-            let result = engine.route(&target, &mut rng).await;
-            drop(slot);
-            let record = match &result {
-                Ok(route) => {
-                    stats.count(Some(route.status));
-                    BulkRecord::Route {
-                        line: number,
-                        input: &target,
-                        route,
-                    }
-                }
-                Err(reason) => {
-                    stats.count(None);
-                    BulkRecord::invalid(number, &target, reason)
+    'input: while let Some(batch) = lines.recv().await {
+        for read in batch {
+            let (number, text) = match read {
+                Read::Line { number, text } => (number, text),
+                Read::Failed(error) => {
+                    input_error = Some(error);
+                    break 'input;
                 }
             };
-            let json = serde_json::to_string(&record)?;
-            let _ = done_tx.send(Done {
-                seq: line_seq,
-                json,
+            let target = match &text {
+                Ok(text) => match parse_line(text) {
+                    Line::Skip => continue,
+                    Line::Target(target) => Ok(target.to_string()),
+                },
+                Err(lossy) => Err(lossy.trim().to_string()),
+            };
+            // A closed semaphore means the writer stopped: its error is reported below.
+            let Ok(permit) = ahead.acquire().await else {
+                break 'input;
+            };
+            permit.forget();
+            stats.read.fetch_add(1, Ordering::Relaxed);
+            let target = match target {
+                Ok(target) => target,
+                Err(lossy) => {
+                    let record = BulkRecord::invalid(number, &lossy, "the line is not valid UTF-8");
+                    stats.count(None);
+                    let json = serde_json::to_string(&record)?;
+                    let _ = done_tx.send(Done { seq, json });
+                    seq += 1;
+                    continue;
+                }
+            };
+            let Ok(slot) = resolving.clone().acquire_owned().await else {
+                break 'input;
+            };
+            let (engine, done_tx, stats) = (engine.clone(), done_tx.clone(), stats.clone());
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            rng.set_stream(seq);
+            let line_seq = seq;
+            tasks.spawn(async move {
+                let result = engine.route(&target, &mut rng).await;
+                drop(slot);
+                let record = match &result {
+                    Ok(route) => {
+                        stats.count(Some(route.status));
+                        BulkRecord::Route {
+                            line: number,
+                            input: &target,
+                            route,
+                        }
+                    }
+                    Err(reason) => {
+                        stats.count(None);
+                        BulkRecord::invalid(number, &target, reason)
+                    }
+                };
+                let json = serde_json::to_string(&record)?;
+                let _ = done_tx.send(Done {
+                    seq: line_seq,
+                    json,
+                });
+                Ok::<(), BulkError>(())
             });
-            Ok::<(), BulkError>(())
-        });
-        seq += 1;
-        while let Some(joined) = tasks.try_join_next() {
-            joined.map_err(|e| BulkError::Config(format!("a route task failed: {e}")))??;
+            seq += 1;
+            while let Some(joined) = tasks.try_join_next() {
+                joined.map_err(|e| BulkError::Config(format!("a route task failed: {e}")))??;
+            }
         }
     }
     while let Some(joined) = tasks.join_next().await {
         joined.map_err(|e| BulkError::Config(format!("a route task failed: {e}")))??;
     }
     drop(done_tx);
+    let _ = collector.await;
     let written = writer
         .await
         .map_err(|e| BulkError::Output(std::io::Error::other(e)))?;
@@ -251,13 +266,17 @@ pub async fn run(
     Ok(Summary::new(&stats, engine.stats(), started.elapsed()))
 }
 
-fn read_lines(mut input: Box<dyn BufRead + Send>, lines: mpsc::Sender<Read>) {
+/// Reads lines, handing them over in batches: as many as the input has ready (up to
+/// [`READ_BATCH`]), so an interactive input still gets each line routed at once.
+fn read_lines(input: Box<dyn io::Read + Send>, lines: mpsc::Sender<Vec<Read>>) {
+    let mut input = BufReader::with_capacity(256 * 1024, input);
     let mut number = 0u64;
     let mut buf = Vec::with_capacity(256);
+    let mut batch = Vec::with_capacity(READ_BATCH);
     loop {
         buf.clear();
         let read = match input.read_until(b'\n', &mut buf) {
-            Ok(0) => return,
+            Ok(0) => break,
             Ok(_) => {
                 number += 1;
                 while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
@@ -271,47 +290,81 @@ fn read_lines(mut input: Box<dyn BufRead + Send>, lines: mpsc::Sender<Read>) {
             Err(error) => Read::Failed(error),
         };
         let failed = matches!(read, Read::Failed(_));
-        if lines.blocking_send(read).is_err() || failed {
+        batch.push(read);
+        // Only what is already buffered: asking for more would block on an interactive
+        // input while this line waits.
+        let more_ready = !input.buffer().is_empty();
+        if failed || batch.len() >= READ_BATCH || !more_ready {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(READ_BATCH));
+            if lines.blocking_send(full).is_err() || failed {
+                return;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = lines.blocking_send(batch);
+    }
+}
+
+/// Puts finished lines in order (unless unordered), into chunks for the writer thread, and
+/// gives each line's read-ahead permit back once it is in a chunk.
+async fn collect(
+    mut done: mpsc::UnboundedReceiver<Done>,
+    chunks: mpsc::Sender<Vec<u8>>,
+    unordered: bool,
+    ahead: Arc<Semaphore>,
+    stats: Arc<Stats>,
+) {
+    let mut reorder = Reorder::default();
+    let mut chunk = Vec::with_capacity(WRITE_CHUNK + 4096);
+    let mut tick = tokio::time::interval(WRITE_DELAY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let finished = tokio::select! {
+            line = done.recv() => match line {
+                Some(line) => {
+                    let ready = if unordered {
+                        vec![line.json]
+                    } else {
+                        reorder.push(line.seq, line.json)
+                    };
+                    for json in ready {
+                        chunk.extend_from_slice(json.as_bytes());
+                        chunk.push(b'\n');
+                        stats.written.fetch_add(1, Ordering::Relaxed);
+                        ahead.add_permits(1);
+                    }
+                    if chunk.len() < WRITE_CHUNK {
+                        continue;
+                    }
+                    false
+                }
+                None => true,
+            },
+            _ = tick.tick() => false,
+        };
+        if !chunk.is_empty() {
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(WRITE_CHUNK + 4096));
+            if chunks.send(full).await.is_err() {
+                // The writer failed: stop reading, its error is reported by run().
+                ahead.close();
+                return;
+            }
+        }
+        if finished {
             return;
         }
     }
 }
 
-fn write_lines(
+fn write_chunks(
     output: Box<dyn Write + Send>,
-    mut done: mpsc::UnboundedReceiver<Done>,
-    unordered: bool,
-    ahead: &Semaphore,
-    stats: &Stats,
+    mut chunks: mpsc::Receiver<Vec<u8>>,
 ) -> Result<(), BulkError> {
-    let mut out = std::io::BufWriter::with_capacity(256 * 1024, output);
-    let mut reorder = Reorder::default();
-    let mut flushed = Instant::now();
-    let result = (|| {
-        while let Some(line) = done.blocking_recv() {
-            let ready = if unordered {
-                vec![line.json]
-            } else {
-                reorder.push(line.seq, line.json)
-            };
-            for json in ready {
-                out.write_all(json.as_bytes())?;
-                out.write_all(b"\n")?;
-                stats.written.fetch_add(1, Ordering::Relaxed);
-                ahead.add_permits(1);
-            }
-            // Flush when nothing else is ready (at most 10 times a second), so a slow
-            // stream still shows its progress in the output, not only at the end.
-            if done.is_empty() && flushed.elapsed() >= Duration::from_millis(100) {
-                out.flush()?;
-                flushed = Instant::now();
-            }
-        }
-        out.flush()
-    })();
-    if result.is_err() {
-        // Stop the reader: nothing more can be written.
-        ahead.close();
+    let mut out = output;
+    while let Some(chunk) = chunks.blocking_recv() {
+        out.write_all(&chunk).map_err(BulkError::Output)?;
+        out.flush().map_err(BulkError::Output)?;
     }
-    result.map_err(BulkError::Output)
+    out.flush().map_err(BulkError::Output)
 }

@@ -87,13 +87,12 @@ pub async fn run(args: BulkArgs) -> Result<u8, Fatal> {
         ));
     }
     let input_path = args.input.clone().filter(|p| p.as_os_str() != "-");
-    let input: Box<dyn BufRead + Send> = match &input_path {
-        Some(path) => Box::new(BufReader::with_capacity(
-            256 * 1024,
+    let input: Box<dyn std::io::Read + Send> = match &input_path {
+        Some(path) => Box::new(
             File::open(path)
                 .map_err(|e| Fatal::new(exit::NO_INPUT, format!("{}: {e}", path.display())))?,
-        )),
-        None => Box::new(BufReader::new(std::io::stdin())),
+        ),
+        None => Box::new(std::io::stdin()),
     };
     let mut lab = None;
     let nameservers = match &args.zone {
