@@ -278,7 +278,10 @@ impl Transport {
                         failure
                     }
                     Classified::Truncated => {
-                        match self.try_tcp(server, &name, question.qtype, timeout).await {
+                        // Boxed: truncation is rare, and the TCP state would otherwise make
+                        // every query's future (moved on each poll) several times larger.
+                        let tcp = Box::pin(self.try_tcp(server, &name, question.qtype, timeout));
+                        match tcp.await {
                             Ok(answer) => return (Ok(answer), Vec::new()),
                             Err(failure) => {
                                 answered_badly[index] = true;
