@@ -83,7 +83,9 @@ struct Pending {
     server: SocketAddr,
     name: Name,
     qtype: QType,
-    reply: oneshot::Sender<Message>,
+    /// Decode the additional section too (`--use-additional` on an MX question).
+    want_additional: bool,
+    reply: oneshot::Sender<Result<Message, Failure>>,
 }
 
 struct UdpSide {
@@ -263,7 +265,11 @@ impl Transport {
             let Ok(_permit) = self.window.acquire().await else {
                 break;
             };
-            let failure = match self.try_udp(server, &name, question.qtype, timeout).await {
+            let want = want_additional && question.qtype == QType::Mx;
+            let tried = self
+                .try_udp(server, &name, question.qtype, want, timeout)
+                .await;
+            let failure = match tried {
                 Ok(message) => match wire::classify(&message) {
                     Classified::Outcome(Ok(answer)) => {
                         let extras = if want_additional {
@@ -290,7 +296,12 @@ impl Transport {
                         }
                     }
                 },
-                Err(failure) => failure,
+                Err(failure @ (Failure::Timeout | Failure::Network(_))) => failure,
+                Err(failure) => {
+                    // Matched but unreadable: this server's answer, as on the route path.
+                    answered_badly[index] = true;
+                    failure
+                }
             };
             if worst
                 .as_ref()
@@ -315,6 +326,7 @@ impl Transport {
         server: SocketAddr,
         name: &Name,
         qtype: QType,
+        want_additional: bool,
         timeout: Duration,
     ) -> Result<Message, Failure> {
         if let Some(limiter) = &self.limiter {
@@ -333,6 +345,7 @@ impl Transport {
                         server,
                         name: name.clone(),
                         qtype,
+                        want_additional,
                         reply,
                     });
                     break id;
@@ -347,7 +360,7 @@ impl Transport {
             .map_err(|e| Failure::Network(e.to_string()))?;
         self.counters.udp_queries.fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(message)) => Ok(message),
+            Ok(Ok(decoded)) => decoded,
             Ok(Err(_)) => Err(Failure::Network("receive loop stopped".into())),
             Err(_) => {
                 self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -449,15 +462,18 @@ async fn receive(side: Arc<UdpSide>, counters: Arc<TransportCounters>) {
                 continue;
             }
         };
-        let Ok(message) = Message::from_vec(&buf[..len]) else {
+        let Some((header, queries, rest)) = wire::decode_head(&buf[..len]) else {
             counters.unmatched.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        let id = message.metadata.id;
+        let id = header.metadata.id;
         let waiter = {
             let mut pending = side.lock();
             match pending.get(&id) {
-                Some(p) if p.server == src && wire::matches(&message, id, &p.name, p.qtype) => {
+                Some(p)
+                    if p.server == src
+                        && wire::head_matches(&header.metadata, &queries, id, &p.name, p.qtype) =>
+                {
                     pending.remove(&id)
                 }
                 _ => None,
@@ -465,7 +481,9 @@ async fn receive(side: Arc<UdpSide>, counters: Arc<TransportCounters>) {
         };
         match waiter {
             Some(waiter) => {
-                let _ = waiter.reply.send(message);
+                let decoded =
+                    wire::decode_rest(header, queries, rest, waiter.qtype, waiter.want_additional);
+                let _ = waiter.reply.send(decoded);
             }
             None => {
                 counters.unmatched.fetch_add(1, Ordering::Relaxed);

@@ -2,8 +2,11 @@
 //! question (RFC 5452), and turn it into mx-core's [`Outcome`] exactly as mx-dns's hickory
 //! client does, so `bulk` and `route` see the same data.
 
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::op::{
+    Edns, Header, Message, MessageType, Metadata, OpCode, Query, ResponseCode,
+};
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use mx_core::{Answer, Failure, Outcome, QType, Question, Record, RecordData, normalize_dns_name};
 
 /// EDNS payload size we advertise: the DNS flag day 2020 value, which avoids IP fragmentation.
@@ -49,9 +52,20 @@ pub fn encode_query(id: u16, name: &Name, qtype: QType) -> Result<Vec<u8>, Failu
 /// RFC 5452 §9: a response is ours only if it is a response, carries our id, and repeats our
 /// question (name, type and class). Anything else is ignored, never taken as an answer.
 pub fn matches(message: &Message, id: u16, name: &Name, qtype: QType) -> bool {
-    message.metadata.message_type == MessageType::Response
-        && message.metadata.id == id
-        && match message.queries.as_slice() {
+    head_matches(&message.metadata, &message.queries, id, name, qtype)
+}
+
+/// [`matches`] on a response's header and question section alone (see [`decode_head`]).
+pub fn head_matches(
+    metadata: &Metadata,
+    queries: &[Query],
+    id: u16,
+    name: &Name,
+    qtype: QType,
+) -> bool {
+    metadata.message_type == MessageType::Response
+        && metadata.id == id
+        && match queries {
             [query] => {
                 query.name() == name
                     && query.query_type() == record_type(qtype)
@@ -59,6 +73,48 @@ pub fn matches(message: &Message, id: u16, name: &Name, qtype: QType) -> bool {
             }
             _ => false,
         }
+}
+
+/// The header and question section of a datagram: enough to find the question it answers.
+pub fn decode_head<'a>(bytes: &'a [u8]) -> Option<(Header, Vec<Query>, BinDecoder<'a>)> {
+    let mut decoder = BinDecoder::new(bytes);
+    let header = Header::read(&mut decoder).ok()?;
+    let queries = Message::read_queries(&mut decoder, usize::from(header.counts.queries)).ok()?;
+    Some((header, queries, decoder))
+}
+
+/// The rest of a matched response, decoding only what routing reads (decoding is most of a
+/// bulk run's own work): the answer section always; the authority section only when the
+/// answer lacks the type asked (its SOA gives the negative TTL); the additional section only
+/// for `--use-additional`.
+pub fn decode_rest(
+    header: Header,
+    queries: Vec<Query>,
+    mut decoder: BinDecoder<'_>,
+    qtype: QType,
+    want_additional: bool,
+) -> Result<Message, Failure> {
+    let malformed =
+        |e: hickory_proto::serialize::binary::DecodeError| Failure::Malformed(e.to_string());
+    let op = header.metadata.op_code;
+    let mut message = Message::new(header.metadata.id, MessageType::Response, op);
+    message.metadata = header.metadata;
+    message.queries = queries;
+    let read = |decoder: &mut BinDecoder<'_>, count: u16, additional: bool| {
+        Message::read_records(decoder, usize::from(count), additional, op).map(|r| r.0)
+    };
+    message.answers = read(&mut decoder, header.counts.answers, false).map_err(malformed)?;
+    let wanted = record_type(qtype);
+    let answered = message.answers.iter().any(|r| r.record_type() == wanted);
+    if !answered || want_additional {
+        message.authorities =
+            read(&mut decoder, header.counts.authorities, false).map_err(malformed)?;
+    }
+    if want_additional {
+        message.additionals =
+            read(&mut decoder, header.counts.additionals, true).map_err(malformed)?;
+    }
+    Ok(message)
 }
 
 /// Turn a matched response into an outcome. The answer section is taken whole, CNAME chain
@@ -202,6 +258,46 @@ mod tests {
             !matches(&decoded, 4242, &q, QType::Mx),
             "a query is not an answer"
         );
+    }
+
+    #[test]
+    fn partial_decoding_keeps_what_routing_reads() {
+        let mut m = response_to(9, "d.example.", RecordType::MX);
+        m.add_answer(rec(
+            "d.example.",
+            300,
+            RData::MX(MX::new(10, name("mx.d.example."))),
+        ));
+        m.add_additional(rec("mx.d.example.", 60, RData::A(A::new(192, 0, 2, 1))));
+        let bytes = m.to_vec().unwrap();
+        let decode = |want_additional| {
+            let (header, queries, decoder) = decode_head(&bytes).unwrap();
+            assert!(head_matches(
+                &header.metadata,
+                &queries,
+                9,
+                &name("d.example."),
+                QType::Mx
+            ));
+            decode_rest(header, queries, decoder, QType::Mx, want_additional).unwrap()
+        };
+        let lean = decode(false);
+        assert_eq!(lean.answers.len(), 1);
+        assert!(lean.additionals.is_empty());
+        assert_eq!(decode(true).additionals.len(), 1);
+        assert_eq!(
+            classify(&lean),
+            classify(&Message::from_vec(&bytes).unwrap())
+        );
+
+        let mut negative = response_to(9, "n.example.", RecordType::MX);
+        negative.metadata.response_code = ResponseCode::NXDomain;
+        let soa = SOA::new(name("ns."), name("h."), 1, 1, 1, 1, 120);
+        negative.add_authority(rec(".", 600, RData::SOA(soa)));
+        let bytes = negative.to_vec().unwrap();
+        let (header, queries, decoder) = decode_head(&bytes).unwrap();
+        let lean = decode_rest(header, queries, decoder, QType::Mx, false).unwrap();
+        assert_eq!(classify(&lean), classify(&negative));
     }
 
     #[test]
