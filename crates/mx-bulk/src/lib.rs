@@ -44,6 +44,9 @@ pub enum BulkError {
     /// Writing the output failed.
     #[error("cannot write the output: {0}")]
     Output(#[source] std::io::Error),
+    /// A route task panicked (a bug: the run stops rather than drop the line silently).
+    #[error("a route task failed: {0}")]
+    Task(String),
     /// A route could not be encoded as JSON.
     #[error("cannot encode a route as JSON: {0}")]
     Encode(#[from] serde_json::Error),

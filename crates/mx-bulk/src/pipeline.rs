@@ -247,12 +247,12 @@ pub async fn run(
             });
             seq += 1;
             while let Some(joined) = tasks.try_join_next() {
-                joined.map_err(|e| BulkError::Config(format!("a route task failed: {e}")))??;
+                joined.map_err(|e| BulkError::Task(e.to_string()))??;
             }
         }
     }
     while let Some(joined) = tasks.join_next().await {
-        joined.map_err(|e| BulkError::Config(format!("a route task failed: {e}")))??;
+        joined.map_err(|e| BulkError::Task(e.to_string()))??;
     }
     drop(done_tx);
     let _ = collector.await;
