@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -23,10 +24,17 @@ pub enum Fault {
     TruncateThenRefuseTcp,
     /// Answer normally after this delay.
     Delay(Duration),
+    /// Drop this share (0–100) of the UDP queries, a lossy path: the k-th UDP query
+    /// (k = 0, 1, ...) for a (name, type) is dropped when `(k + offset) * percent % 100 <
+    /// percent`, `offset` being a fixed hash of the name. Deterministic, evenly spread, and
+    /// for a share up to 50 never two drops in a row for one question, so a client that
+    /// retries once always gets its answer. TCP is never dropped (TCP retransmits).
+    Drop(u8),
 }
 
 impl Fault {
-    /// Parses the `$FAULT` spelling: `servfail`, `refused`, `timeout`, `truncate`, `delay:<ms>`.
+    /// Parses the `$FAULT` spelling: `servfail`, `refused`, `timeout`, `truncate`, `delay:<ms>`,
+    /// `drop:<percent>`.
     pub fn parse(kind: &str) -> Option<Fault> {
         let kind = kind.to_ascii_lowercase();
         match kind.as_str() {
@@ -35,12 +43,29 @@ impl Fault {
             "timeout" => Some(Fault::Timeout),
             "truncate" => Some(Fault::TruncateThenRefuseTcp),
             _ => {
+                if let Some(percent) = kind.strip_prefix("drop:") {
+                    return percent
+                        .parse::<u8>()
+                        .ok()
+                        .filter(|p| *p <= 100)
+                        .map(Fault::Drop);
+                }
                 let ms = kind.strip_prefix("delay:")?;
                 ms.parse::<u64>()
                     .ok()
                     .map(|ms| Fault::Delay(Duration::from_millis(ms)))
             }
         }
+    }
+
+    /// Whether the `nth` UDP query (0-based) for `name` falls in a `Drop(percent)` share.
+    pub(crate) fn drops(percent: u8, name: &str, nth: u64) -> bool {
+        let percent = u64::from(percent);
+        // FNV-1a: a fixed hash, so the pattern is the same on every run and every machine.
+        let offset = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        }) % 100;
+        (nth.wrapping_add(offset)).wrapping_mul(percent) % 100 < percent
     }
 }
 
@@ -53,6 +78,7 @@ impl std::fmt::Display for Fault {
             Fault::Timeout => f.write_str("timeout"),
             Fault::TruncateThenRefuseTcp => f.write_str("truncate"),
             Fault::Delay(d) => write!(f, "delay:{}", d.as_millis()),
+            Fault::Drop(percent) => write!(f, "drop:{percent}"),
         }
     }
 }
@@ -64,6 +90,8 @@ type FaultKey = (String, Option<u16>);
 #[derive(Clone, Default)]
 pub struct Faults {
     table: Arc<RwLock<HashMap<FaultKey, Fault>>>,
+    /// Server-wide [`Fault::Drop`] share for every name without a fault of its own (0: off).
+    loss: Arc<AtomicU8>,
 }
 
 impl std::fmt::Debug for Faults {
@@ -101,23 +129,35 @@ impl Faults {
         self.write().remove(&(normalize_name(name), rtype));
     }
 
-    /// Removes every fault.
+    /// Removes every fault, the server-wide loss included.
     pub fn clear_all(&self) {
         self.write().clear();
+        self.set_loss(0);
+    }
+
+    /// Drops this share (0–100) of the UDP queries for every name that has no fault of its
+    /// own, with the deterministic pattern of [`Fault::Drop`]: a lossy path to the server.
+    pub fn set_loss(&self, percent: u8) {
+        self.loss.store(percent.min(100), Ordering::Relaxed);
     }
 
     /// The fault that applies to a query: the type-specific one wins over the any-type one.
+    /// With no fault for the name, the server-wide loss applies.
     pub(crate) fn lookup(&self, name: &str, qtype: u16) -> Option<Fault> {
+        let loss = match self.loss.load(Ordering::Relaxed) {
+            0 => None,
+            percent => Some(Fault::Drop(percent)),
+        };
         let table = self.table.read().unwrap_or_else(|p| p.into_inner());
         if table.is_empty() {
-            return None;
+            return loss;
         }
         let mut key = (name.to_owned(), Some(qtype));
         if let Some(fault) = table.get(&key) {
             return Some(*fault);
         }
         key.1 = None;
-        table.get(&key).copied()
+        table.get(&key).copied().or(loss)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<FaultKey, Fault>> {
@@ -202,10 +242,41 @@ mod tests {
             Fault::Timeout,
             Fault::TruncateThenRefuseTcp,
             Fault::Delay(Duration::from_millis(7)),
+            Fault::Drop(30),
         ] {
             assert_eq!(Fault::parse(&f.to_string()), Some(f));
         }
         assert_eq!(Fault::parse("slow"), None);
+        assert_eq!(Fault::parse("drop:101"), None);
+    }
+
+    #[test]
+    fn drop_share_is_exact_and_never_twice_in_a_row_up_to_half() {
+        for percent in [1u8, 10, 30, 50] {
+            for name in ["a.example.", "mx.provider.example."] {
+                let dropped: Vec<bool> =
+                    (0..1000).map(|k| Fault::drops(percent, name, k)).collect();
+                let count = dropped.iter().filter(|d| **d).count();
+                assert_eq!(count, usize::from(percent) * 10, "{percent}% of {name}");
+                assert!(
+                    !dropped.windows(2).any(|w| w[0] && w[1]),
+                    "{percent}% of {name}: two drops in a row"
+                );
+            }
+        }
+        assert!((0..100).all(|k| Fault::drops(100, "x.", k)));
+        assert!((0..100).all(|k| !Fault::drops(0, "x.", k)));
+    }
+
+    #[test]
+    fn server_wide_loss_yields_to_a_name_fault() {
+        let f = Faults::default();
+        f.set_loss(20);
+        assert_eq!(f.lookup("a.example.", 1), Some(Fault::Drop(20)));
+        f.set("a.example", None, Fault::ServFail);
+        assert_eq!(f.lookup("a.example.", 1), Some(Fault::ServFail));
+        f.clear_all();
+        assert_eq!(f.lookup("b.example.", 1), None);
     }
 
     #[test]

@@ -1,5 +1,9 @@
 //! The lab: an in-process authoritative DNS server loaded from zone text, with per-name fault switches.
 //! Used by `mxroute route --zone`, the tests, and users rehearsing a routing change.
+//!
+//! Faults (`$FAULT <name> <kind> [TYPE]` in zone text, or [`Faults`] live): `servfail`,
+//! `refused`, `timeout`, `truncate`, `delay:<ms>` and `drop:<percent>` (a deterministic share
+//! of the UDP queries unanswered; [`Faults::set_loss`] makes the whole server lossy).
 
 #![warn(missing_docs)]
 

@@ -76,7 +76,15 @@ impl std::fmt::Debug for LabDns {
 struct Shared {
     catalog: Catalog,
     faults: Faults,
-    counts: Mutex<HashMap<(String, u16), u64>>,
+    counts: Mutex<HashMap<(String, u16), QueryCount>>,
+}
+
+#[derive(Default)]
+struct QueryCount {
+    /// Every transport.
+    all: u64,
+    /// UDP only: the drop pattern counts these.
+    udp: u64,
 }
 
 impl LabDns {
@@ -131,8 +139,7 @@ impl LabDns {
         let counts = self.shared.counts.lock().unwrap_or_else(|p| p.into_inner());
         counts
             .get(&(normalize_name(name), code))
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |count| count.all)
     }
 
     /// Stops serving; when this returns the port is closed and every connection is gone.
@@ -219,14 +226,20 @@ impl Shared {
                 let name = query.name().to_string();
                 let qtype = u16::from(query.query_type());
                 debug!(%src, %protocol, %name, qtype = %query.query_type(), "query");
-                self.count(&name, qtype);
-                self.faults.lookup(&name, qtype)
+                let nth = self.count(&name, qtype, protocol);
+                match self.faults.lookup(&name, qtype) {
+                    Some(Fault::Drop(percent)) if protocol == Protocol::Udp => {
+                        Fault::drops(percent, &name, nth).then_some(Fault::Timeout)
+                    }
+                    Some(Fault::Drop(_)) => None,
+                    other => other,
+                }
             }
             // Zero or several questions: let the catalog answer FORMERR.
             _ => None,
         };
         match fault {
-            None => Plan::Answer(Box::new(request), None),
+            None | Some(Fault::Drop(_)) => Plan::Answer(Box::new(request), None),
             Some(Fault::Delay(delay)) => Plan::Answer(Box::new(request), Some(delay)),
             Some(Fault::Timeout) => Plan::Drop,
             Some(Fault::ServFail) => Plan::Reply(error_reply(&request, ResponseCode::ServFail)),
@@ -238,10 +251,17 @@ impl Shared {
         }
     }
 
-    fn count(&self, name: &str, qtype: u16) {
-        let key: (String, u16) = (name.to_owned(), qtype);
+    /// Counts the query; returns how many UDP queries for the same (name, type) came before
+    /// it, which is what the drop pattern of [`Fault::Drop`] is keyed on.
+    fn count(&self, name: &str, qtype: u16, protocol: Protocol) -> u64 {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        *counts.entry(key).or_insert(0) += 1;
+        let count = counts.entry((name.to_owned(), qtype)).or_default();
+        count.all += 1;
+        if protocol != Protocol::Udp {
+            return 0;
+        }
+        count.udp += 1;
+        count.udp - 1
     }
 
     async fn answer(&self, request: Box<Request>, delay: Option<Duration>) -> Option<Vec<u8>> {

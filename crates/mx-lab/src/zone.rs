@@ -539,8 +539,7 @@ fn prescan(text: &str, label: &str, origin: &Name) -> Result<Scan, LabError> {
 }
 
 fn parse_fault(args: &[&str], origin: &Name) -> Result<(String, Option<String>, Fault), String> {
-    const USAGE: &str =
-        "expected `$FAULT <owner> <servfail|refused|timeout|truncate|delay:MS> [<type>]`";
+    const USAGE: &str = "expected `$FAULT <owner> <servfail|refused|timeout|truncate|delay:MS|drop:PERCENT> [<type>]`";
     if !(2..=3).contains(&args.len()) || args.iter().any(|a| a.contains(['(', ')'])) {
         return Err(format!("malformed $FAULT line: {USAGE}"));
     }

@@ -1,6 +1,7 @@
 //! The `mxroute` command: thin argument parsing, output formats and exit codes over the
 //! library crates.
 
+mod bulk_cmd;
 mod check_cmd;
 mod control;
 mod demo_cmd;
@@ -23,6 +24,7 @@ pub mod exit {
     pub const SOFTWARE: u8 = 70;
     pub const OS_ERR: u8 = 71;
     pub const CANT_CREATE: u8 = 73;
+    pub const IO_ERR: u8 = 74;
     pub const TEMPFAIL: u8 = 75;
     pub const CONFIG: u8 = 78;
 }
@@ -70,6 +72,9 @@ enum Command {
     /// Lint domains' mail routing live (DNS, SMTP, MTA-STS, TLS-RPT, DANE), or a zone file
     /// before it is published (--zone).
     Check(check_cmd::CheckArgs),
+    /// Routes for a list of domains (a file or standard input), one JSON object a line, at
+    /// the speed of the DNS server.
+    Bulk(bulk_cmd::BulkArgs),
     /// The MTA: receive mail for our domains into Maildir, and queue relay mail durably.
     Relay(relay_cmd::RelayArgs),
     /// Look at and act on the relay's queue (spool).
@@ -127,6 +132,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Route(args) => route_cmd::run(args).await,
             Command::Check(args) => check_cmd::run(args).await,
+            Command::Bulk(args) => bulk_cmd::run(args).await,
             Command::Lab(cmd) => lab_cmd::run(cmd).await,
             Command::Relay(args) => relay_cmd::run(args).await,
             Command::Queue(args) => queue_cmd::run(args).await,

@@ -30,6 +30,16 @@ pub struct RouteArgs {
     /// Seed for the shuffle of equal preferences (reproducible output).
     #[arg(long)]
     seed: Option<u64>,
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Seconds to wait for one DNS try (default 5, or 1 with --zone).
+    #[arg(long)]
+    timeout: Option<f64>,
+}
+
+/// The routing policy knobs, shared by `route` and `bulk`.
+#[derive(Args)]
+pub struct PolicyArgs {
     /// ipv4_then_ipv6, ipv6_then_ipv4, ipv4_only, ipv6_only or any.
     #[arg(long, default_value = "ipv4_then_ipv6", value_parser = parse_strategy)]
     ip_strategy: IpStrategy,
@@ -51,16 +61,13 @@ pub struct RouteArgs {
     /// SMTP port of the attempts.
     #[arg(long, default_value_t = 25)]
     smtp_port: u16,
-    /// Seconds to wait for one DNS try (default 5, or 1 with --zone).
-    #[arg(long)]
-    timeout: Option<f64>,
 }
 
 fn parse_strategy(s: &str) -> Result<IpStrategy, String> {
     s.parse().map_err(|e: mx_core::CoreError| e.to_string())
 }
 
-fn policy(args: &RouteArgs) -> Result<Policy, Fatal> {
+pub fn policy(args: &PolicyArgs) -> Result<Policy, Fatal> {
     let usage = |e: &dyn std::fmt::Display| Fatal::new(exit::USAGE, e);
     let mut policy = Policy {
         ip_strategy: args.ip_strategy,
@@ -90,7 +97,7 @@ fn policy(args: &RouteArgs) -> Result<Policy, Fatal> {
 }
 
 pub async fn run(args: RouteArgs) -> Result<u8, Fatal> {
-    let policy = policy(&args)?;
+    let policy = policy(&args.policy)?;
     // Bad targets are usage errors, found before any DNS traffic.
     for target in &args.targets {
         mx_core::parse_target(target)

@@ -1,0 +1,493 @@
+//! Questions over the wire: a few long-lived UDP sockets shared by every question, each
+//! answer matched against its question (RFC 5452), TCP when an answer is truncated, retries
+//! with a growing timeout, an in-flight window and an optional rate limit.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_proto::op::Message;
+use hickory_proto::rr::Name;
+use mx_core::{Failure, Outcome, QType, Question};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::{Semaphore, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::BulkError;
+use crate::wire::{self, Classified};
+
+/// Receive buffer asked of the kernel for each socket: a window of answers arriving at once
+/// must not overflow it, or the server's work is lost and the question waits a full timeout.
+const SOCKET_BUFFER: usize = 8 << 20;
+/// Ids per socket are 16 bits; keep well clear of running out so that drawing a free random
+/// id stays cheap.
+const MAX_PENDING_PER_SOCKET: usize = 16_384;
+/// The timeout doubles on each retry up to this many times its first value.
+const MAX_BACKOFF_FACTOR: u32 = 4;
+
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    /// Servers to spread questions across; a retry goes to the next one.
+    pub nameservers: Vec<SocketAddr>,
+    /// UDP sockets per address family.
+    pub sockets: usize,
+    /// Queries outstanding at once, all sockets together.
+    pub in_flight: usize,
+    /// Wait for the first try of a question; each retry waits twice as long (up to 4x).
+    pub timeout: Duration,
+    /// Tries after the first one when a server does not answer.
+    pub retries: u32,
+    /// Queries per second, all servers together (None: as fast as the window allows).
+    pub rate_limit: Option<u32>,
+}
+
+/// Counters of the traffic, for `--stats` and the benchmark.
+#[derive(Debug, Default)]
+pub struct TransportCounters {
+    pub udp_queries: AtomicU64,
+    pub tcp_queries: AtomicU64,
+    pub timeouts: AtomicU64,
+    /// Datagrams that matched no outstanding question (late, duplicated or forged answers).
+    pub unmatched: AtomicU64,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct TransportStats {
+    pub udp_queries: u64,
+    pub tcp_queries: u64,
+    pub timeouts: u64,
+    pub unmatched: u64,
+}
+
+impl TransportCounters {
+    pub fn snapshot(&self) -> TransportStats {
+        TransportStats {
+            udp_queries: self.udp_queries.load(Ordering::Relaxed),
+            tcp_queries: self.tcp_queries.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+            unmatched: self.unmatched.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A question waiting for its answer on one socket, under its id.
+struct Pending {
+    /// Tells this wait from a later one that drew the same id.
+    token: u64,
+    server: SocketAddr,
+    name: Name,
+    qtype: QType,
+    /// Decode the additional section too (`--use-additional` on an MX question).
+    want_additional: bool,
+    reply: oneshot::Sender<Result<Message, Failure>>,
+}
+
+struct UdpSide {
+    socket: UdpSocket,
+    pending: Mutex<HashMap<u16, Pending>>,
+}
+
+impl UdpSide {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u16, Pending>> {
+        // Updates are single inserts and removes: a poisoned map is still consistent.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Removes a pending question when its wait ends for any reason (answer, timeout, the
+/// caller dropping the future), unless the receive loop already took it.
+struct PendingGuard<'a> {
+    side: &'a UdpSide,
+    id: u16,
+    token: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        let mut pending = self.side.lock();
+        if pending.get(&self.id).is_some_and(|p| p.token == self.token) {
+            pending.remove(&self.id);
+        }
+    }
+}
+
+struct RateLimiter {
+    interval: Duration,
+    next: Mutex<Instant>,
+}
+
+impl RateLimiter {
+    /// Each query takes the next slot; no credit builds up while idle, so no burst either.
+    async fn wait(&self) {
+        let now = Instant::now();
+        let slot = {
+            let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+            let slot = (*next).max(now);
+            *next = slot + self.interval;
+            slot
+        };
+        if slot > now {
+            tokio::time::sleep_until(slot).await;
+        }
+    }
+}
+
+pub struct Transport {
+    servers: Vec<SocketAddr>,
+    v4: Vec<Arc<UdpSide>>,
+    v6: Vec<Arc<UdpSide>>,
+    next_socket: AtomicUsize,
+    next_server: AtomicUsize,
+    tokens: AtomicU64,
+    window: Semaphore,
+    limiter: Option<RateLimiter>,
+    timeout: Duration,
+    retries: u32,
+    counters: Arc<TransportCounters>,
+    receivers: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        for receiver in &self.receivers {
+            receiver.abort();
+        }
+    }
+}
+
+impl Transport {
+    /// Opens the sockets and starts their receive loops; must run inside a Tokio runtime.
+    pub fn new(config: &TransportConfig) -> Result<Transport, BulkError> {
+        if config.nameservers.is_empty() {
+            return Err(BulkError::NoNameserver);
+        }
+        if config.sockets == 0 || config.in_flight == 0 {
+            return Err(BulkError::Config(
+                "sockets and in-flight window must be at least 1".into(),
+            ));
+        }
+        if config.in_flight > config.sockets * MAX_PENDING_PER_SOCKET {
+            return Err(BulkError::Config(format!(
+                "an in-flight window of {} needs at least {} sockets",
+                config.in_flight,
+                config.in_flight.div_ceil(MAX_PENDING_PER_SOCKET)
+            )));
+        }
+        let counters = Arc::new(TransportCounters::default());
+        let mut receivers = Vec::new();
+        let mut open = |wanted: bool, server: SocketAddr| -> Result<Vec<Arc<UdpSide>>, BulkError> {
+            if !wanted {
+                return Ok(Vec::new());
+            }
+            (0..config.sockets)
+                .map(|_| {
+                    let side = Arc::new(UdpSide {
+                        socket: open_udp(server)?,
+                        pending: Mutex::new(HashMap::new()),
+                    });
+                    receivers.push(tokio::spawn(receive(side.clone(), counters.clone())));
+                    Ok(side)
+                })
+                .collect()
+        };
+        let first_v4 = config.nameservers.iter().find(|s| s.is_ipv4());
+        let first_v6 = config.nameservers.iter().find(|s| s.is_ipv6());
+        let v4 = open(
+            first_v4.is_some(),
+            *first_v4.unwrap_or(&config.nameservers[0]),
+        )?;
+        let v6 = open(
+            first_v6.is_some(),
+            *first_v6.unwrap_or(&config.nameservers[0]),
+        )?;
+        let limiter = config
+            .rate_limit
+            .filter(|r| *r > 0)
+            .map(|rate| RateLimiter {
+                interval: Duration::from_secs(1) / rate,
+                next: Mutex::new(Instant::now()),
+            });
+        Ok(Transport {
+            servers: config.nameservers.clone(),
+            v4,
+            v6,
+            next_socket: AtomicUsize::new(0),
+            next_server: AtomicUsize::new(0),
+            tokens: AtomicU64::new(0),
+            window: Semaphore::new(config.in_flight),
+            limiter,
+            timeout: config.timeout,
+            retries: config.retries,
+            counters,
+            receivers,
+        })
+    }
+
+    pub fn counters(&self) -> &TransportCounters {
+        &self.counters
+    }
+
+    /// The outcome of one question, and with `want_additional` the address outcomes an MX
+    /// answer volunteered (see [`wire::additional_addresses`]).
+    ///
+    /// A server that does not answer is retried (the next server, a longer wait); one that
+    /// answers SERVFAIL, REFUSED or garbage is not asked again, and the next one is. When
+    /// every try has failed, the most telling failure is reported, as the route path does.
+    pub async fn query(
+        &self,
+        question: &Question,
+        want_additional: bool,
+    ) -> (Outcome, Vec<(Question, Outcome)>) {
+        let name = match wire::wire_name(question) {
+            Ok(name) => name,
+            Err(failure) => return (Err(failure), Vec::new()),
+        };
+        let servers = self.servers.len();
+        let mut next = self.next_server.fetch_add(1, Ordering::Relaxed);
+        let mut answered_badly = vec![false; servers];
+        let mut worst: Option<Failure> = None;
+        for attempt in 0..=self.retries {
+            let Some(index) = (0..servers)
+                .map(|i| (next + i) % servers)
+                .find(|i| !answered_badly[*i])
+            else {
+                break;
+            };
+            next = index + 1;
+            let server = self.servers[index];
+            let timeout = self.timeout * 2u32.saturating_pow(attempt).min(MAX_BACKOFF_FACTOR);
+            let Ok(_permit) = self.window.acquire().await else {
+                break;
+            };
+            let want = want_additional && question.qtype == QType::Mx;
+            let tried = self
+                .try_udp(server, &name, question.qtype, want, timeout)
+                .await;
+            let failure = match tried {
+                Ok(message) => match wire::classify(&message) {
+                    Classified::Outcome(Ok(answer)) => {
+                        let extras = if want_additional {
+                            wire::additional_addresses(&message)
+                        } else {
+                            Vec::new()
+                        };
+                        return (Ok(answer), extras);
+                    }
+                    Classified::Outcome(Err(failure)) => {
+                        answered_badly[index] = true;
+                        failure
+                    }
+                    Classified::Truncated => {
+                        // Boxed: truncation is rare, and the TCP state would otherwise make
+                        // every query's future (moved on each poll) several times larger.
+                        let tcp = Box::pin(self.try_tcp(server, &name, question.qtype, timeout));
+                        match tcp.await {
+                            Ok(answer) => return (Ok(answer), Vec::new()),
+                            Err(failure) => {
+                                answered_badly[index] = true;
+                                failure
+                            }
+                        }
+                    }
+                },
+                Err(failure @ (Failure::Timeout | Failure::Network(_))) => failure,
+                Err(failure) => {
+                    // Matched but unreadable: this server's answer, as on the route path.
+                    answered_badly[index] = true;
+                    failure
+                }
+            };
+            if worst
+                .as_ref()
+                .is_none_or(|w| telling(&failure) > telling(w))
+            {
+                worst = Some(failure);
+            }
+        }
+        (Err(worst.unwrap_or(Failure::Timeout)), Vec::new())
+    }
+
+    fn side_for(&self, server: SocketAddr) -> &UdpSide {
+        let sides = if server.is_ipv4() { &self.v4 } else { &self.v6 };
+        let index = self.next_socket.fetch_add(1, Ordering::Relaxed) % sides.len();
+        &sides[index]
+    }
+
+    /// One UDP try: a fresh random id on one of the sockets (whose source port the kernel
+    /// drew at random), then the matching answer or a timeout.
+    async fn try_udp(
+        &self,
+        server: SocketAddr,
+        name: &Name,
+        qtype: QType,
+        want_additional: bool,
+        timeout: Duration,
+    ) -> Result<Message, Failure> {
+        if let Some(limiter) = &self.limiter {
+            limiter.wait().await;
+        }
+        let side = self.side_for(server);
+        let (reply, answer) = oneshot::channel();
+        let token = self.tokens.fetch_add(1, Ordering::Relaxed);
+        let id = {
+            let mut pending = side.lock();
+            loop {
+                let id: u16 = rand::random();
+                if let Entry::Vacant(slot) = pending.entry(id) {
+                    slot.insert(Pending {
+                        token,
+                        server,
+                        name: name.clone(),
+                        qtype,
+                        want_additional,
+                        reply,
+                    });
+                    break id;
+                }
+            }
+        };
+        let _guard = PendingGuard { side, id, token };
+        let bytes = wire::encode_query(id, name, qtype)?;
+        side.socket
+            .send_to(&bytes, server)
+            .await
+            .map_err(|e| Failure::Network(e.to_string()))?;
+        self.counters.udp_queries.fetch_add(1, Ordering::Relaxed);
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(decoded)) => decoded,
+            Ok(Err(_)) => Err(Failure::Network("receive loop stopped".into())),
+            Err(_) => {
+                self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(Failure::Timeout)
+            }
+        }
+    }
+
+    /// The TCP retry of a truncated answer (RFC 7766 framing, one connection per question:
+    /// truncation is rare). If TCP fails the question failed with `Truncated`, as on the
+    /// route path.
+    async fn try_tcp(
+        &self,
+        server: SocketAddr,
+        name: &Name,
+        qtype: QType,
+        timeout: Duration,
+    ) -> Outcome {
+        if let Some(limiter) = &self.limiter {
+            limiter.wait().await;
+        }
+        self.counters.tcp_queries.fetch_add(1, Ordering::Relaxed);
+        let id: u16 = rand::random();
+        let exchange = async {
+            let query = wire::encode_query(id, name, qtype).map_err(|_| ())?;
+            let mut stream = TcpStream::connect(server).await.map_err(|_| ())?;
+            let len = u16::try_from(query.len()).map_err(|_| ())?;
+            let mut frame = len.to_be_bytes().to_vec();
+            frame.extend_from_slice(&query);
+            stream.write_all(&frame).await.map_err(|_| ())?;
+            // Skip answers that are not ours; a server sends one per query on this connection.
+            loop {
+                let len = stream.read_u16().await.map_err(|_| ())?;
+                let mut buf = vec![0u8; usize::from(len)];
+                stream.read_exact(&mut buf).await.map_err(|_| ())?;
+                if let Ok(message) = Message::from_vec(&buf)
+                    && wire::matches(&message, id, name, qtype)
+                {
+                    return Ok::<Message, ()>(message);
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(message)) => match wire::classify(&message) {
+                Classified::Outcome(outcome) => outcome,
+                Classified::Truncated => Err(Failure::Truncated),
+            },
+            _ => Err(Failure::Truncated),
+        }
+    }
+}
+
+/// How much a failure tells the operator: a server's own answer beats silence (the order
+/// mx-dns uses, so both paths report the same cause).
+fn telling(failure: &Failure) -> u8 {
+    match failure {
+        Failure::ServFail => 6,
+        Failure::Refused => 5,
+        Failure::Truncated => 4,
+        Failure::Malformed(_) => 3,
+        Failure::Timeout => 2,
+        Failure::Network(_) => 1,
+    }
+}
+
+fn open_udp(server: SocketAddr) -> Result<UdpSocket, BulkError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let error = |source| BulkError::Socket { server, source };
+    let socket = Socket::new(
+        Domain::for_address(server),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )
+    .map_err(error)?;
+    // The kernel may grant less (net.core.rmem_max); that only costs throughput.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.set_nonblocking(true).map_err(error)?;
+    // Port 0: the kernel picks a random ephemeral source port (RFC 5452 §9.2).
+    let any: SocketAddr = if server.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal")
+    } else {
+        "[::]:0".parse().expect("literal")
+    };
+    socket.bind(&any.into()).map_err(error)?;
+    UdpSocket::from_std(socket.into()).map_err(error)
+}
+
+/// One socket's receive loop: every datagram is decoded and handed to the question it answers,
+/// or dropped if it answers none (wrong id, wrong server, wrong question).
+async fn receive(side: Arc<UdpSide>, counters: Arc<TransportCounters>) {
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        let (len, src) = match side.socket.recv_from(&mut buf).await {
+            Ok(received) => received,
+            Err(error) => {
+                // An ICMP error surfacing from an earlier send; the socket is still fine.
+                tracing::debug!(%error, "UDP receive error");
+                continue;
+            }
+        };
+        let Some((header, queries, rest)) = wire::decode_head(&buf[..len]) else {
+            counters.unmatched.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let id = header.metadata.id;
+        let waiter = {
+            let mut pending = side.lock();
+            match pending.get(&id) {
+                Some(p)
+                    if p.server == src
+                        && wire::head_matches(&header.metadata, &queries, id, &p.name, p.qtype) =>
+                {
+                    pending.remove(&id)
+                }
+                _ => None,
+            }
+        };
+        match waiter {
+            Some(waiter) => {
+                let decoded =
+                    wire::decode_rest(header, queries, rest, waiter.qtype, waiter.want_additional);
+                let _ = waiter.reply.send(decoded);
+            }
+            None => {
+                counters.unmatched.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
