@@ -305,7 +305,7 @@ impl Transport {
             };
             if worst
                 .as_ref()
-                .is_none_or(|w| telling(&failure) > telling(w))
+                .is_none_or(|w| failure.telling() > w.telling())
             {
                 worst = Some(failure);
             }
@@ -410,19 +410,6 @@ impl Transport {
             },
             _ => Err(Failure::Truncated),
         }
-    }
-}
-
-/// How much a failure tells the operator: a server's own answer beats silence (the order
-/// mx-dns uses, so both paths report the same cause).
-fn telling(failure: &Failure) -> u8 {
-    match failure {
-        Failure::ServFail => 6,
-        Failure::Refused => 5,
-        Failure::Truncated => 4,
-        Failure::Malformed(_) => 3,
-        Failure::Timeout => 2,
-        Failure::Network(_) => 1,
     }
 }
 

@@ -107,5 +107,20 @@ impl fmt::Display for Failure {
     }
 }
 
+impl Failure {
+    /// How much a failure tells the operator: a server's own answer beats silence. Every
+    /// client that asks several servers reports the most telling failure when all failed.
+    pub fn telling(&self) -> u8 {
+        match self {
+            Failure::ServFail => 6,
+            Failure::Refused => 5,
+            Failure::Truncated => 4,
+            Failure::Malformed(_) => 3,
+            Failure::Timeout => 2,
+            Failure::Network(_) => 1,
+        }
+    }
+}
+
 /// What one question produced.
 pub type Outcome = Result<Answer, Failure>;

@@ -118,7 +118,7 @@ impl HickoryClient {
                 Err(failure) => {
                     if worst
                         .as_ref()
-                        .is_none_or(|w| telling(&failure) > telling(w))
+                        .is_none_or(|w| failure.telling() > w.telling())
                     {
                         worst = Some(failure);
                     }
@@ -126,19 +126,6 @@ impl HickoryClient {
             }
         }
         Err(worst.unwrap_or(Failure::Network("no nameserver".into())))
-    }
-}
-
-/// How much a failure tells the operator: a server's own answer beats silence. Both clients
-/// report the most telling failure when every server failed.
-pub(crate) fn telling(failure: &Failure) -> u8 {
-    match failure {
-        Failure::ServFail => 6,
-        Failure::Refused => 5,
-        Failure::Truncated => 4,
-        Failure::Malformed(_) => 3,
-        Failure::Timeout => 2,
-        Failure::Network(_) => 1,
     }
 }
 

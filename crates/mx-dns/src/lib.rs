@@ -1,4 +1,5 @@
-//! The only place that talks DNS: our small [`DnsClient`] trait with hickory behind it, a TTL
+//! DNS for routing and checking (mx-bulk has its own fast transport): our small [`DnsClient`]
+//! trait with hickory behind it, a stub resolver for any record type, a TTL
 //! cache of whole routes, and the [`Router`] that feeds DNS outcomes to mx-core's rules.
 
 mod cache;

@@ -20,7 +20,6 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{Instant, timeout_at};
 
 use crate::error::DnsError;
-use crate::hickory::telling;
 
 /// RFC 9715 / DNS Flag Day 2020: an EDNS payload size that avoids IP fragmentation.
 const EDNS_PAYLOAD: u16 = 1232;
@@ -208,7 +207,7 @@ impl StubResolver {
                 Err(failure) => {
                     if worst
                         .as_ref()
-                        .is_none_or(|w| telling(&failure) > telling(w))
+                        .is_none_or(|w| failure.telling() > w.telling())
                     {
                         worst = Some(failure);
                     }

@@ -2,7 +2,6 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,7 +10,7 @@ use std::time::Duration;
 use clap::Args;
 use mx_bulk::{BulkError, Engine, EngineConfig, Line, RunOptions, Stats, parse_line};
 
-use crate::lab_cmd::{load_zone, start_lab};
+use crate::dns_source::DnsSource;
 use crate::route_cmd::{PolicyArgs, policy};
 use crate::{Fatal, exit};
 
@@ -24,16 +23,9 @@ pub struct BulkArgs {
     /// Write the JSON lines here instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
-    /// Nameserver to ask, IP:PORT (repeatable: questions are spread across them, and a retry
-    /// goes to the next one; default: the system's resolv.conf).
-    #[arg(long = "nameserver", value_name = "IP:PORT")]
-    nameservers: Vec<SocketAddr>,
-    /// Serve this zone file with the in-process lab server and resolve through it.
-    #[arg(long, value_name = "FILE", conflicts_with = "nameservers")]
-    zone: Option<PathBuf>,
-    /// Origin for relative names in --zone when the file sets none.
-    #[arg(long, requires = "zone")]
-    origin: Option<String>,
+    // Questions are spread across several --nameserver, and a retry goes to the next one.
+    #[command(flatten)]
+    dns: DnsSource,
     /// Domains resolving at once.
     #[arg(long, default_value_t = 2000)]
     concurrency: usize,
@@ -94,27 +86,19 @@ pub async fn run(args: BulkArgs) -> Result<u8, Fatal> {
         ),
         None => Box::new(std::io::stdin()),
     };
-    let mut lab = None;
-    let nameservers = match &args.zone {
-        Some(path) => {
-            let zones = load_zone(path, args.origin.as_deref())?;
-            let server = start_lab(&zones, "127.0.0.1:0".parse().expect("literal")).await?;
-            let addr = server.addr();
-            lab = Some(server);
-            vec![addr]
+    let served = args.dns.serve().await?;
+    let nameservers = if served.nameservers.is_empty() {
+        let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let servers = mx_bulk::parse_resolv_conf(&text);
+        if servers.is_empty() {
+            return Err(Fatal::new(
+                exit::CONFIG,
+                "no nameserver in /etc/resolv.conf: give --nameserver IP:PORT",
+            ));
         }
-        None if args.nameservers.is_empty() => {
-            let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-            let servers = mx_bulk::parse_resolv_conf(&text);
-            if servers.is_empty() {
-                return Err(Fatal::new(
-                    exit::CONFIG,
-                    "no nameserver in /etc/resolv.conf: give --nameserver IP:PORT",
-                ));
-            }
-            servers
-        }
-        None => args.nameservers.clone(),
+        servers
+    } else {
+        served.nameservers.clone()
     };
     let output: Box<dyn Write + Send> = match &args.output {
         Some(path) => Box::new(
@@ -153,9 +137,7 @@ pub async fn run(args: BulkArgs) -> Result<u8, Fatal> {
         ticker.abort();
         bar.finish_and_clear();
     }
-    if let Some(lab) = lab {
-        lab.shutdown().await;
-    }
+    served.shutdown().await;
     let summary = result.map_err(|e| match e {
         BulkError::Input(_) | BulkError::Output(_) => Fatal::new(exit::IO_ERR, e),
         _ => Fatal::new(exit::SOFTWARE, e),

@@ -12,7 +12,7 @@ use mx_check::probe::ProbeOptions;
 use mx_check::{CheckOptions, Checker, DomainReport, render};
 use mx_core::normalize_domain;
 
-use crate::lab_cmd::{load_zone, start_lab};
+use crate::dns_source::DnsSource;
 use crate::{Fatal, exit};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -28,15 +28,9 @@ pub struct CheckArgs {
     /// the zone that has MX records, and each zone apex.
     #[arg(value_name = "DOMAIN")]
     domains: Vec<String>,
-    /// Resolver to ask, IP:PORT (repeatable; default: the system's resolv.conf).
-    #[arg(long = "nameserver", value_name = "IP:PORT")]
-    nameservers: Vec<SocketAddr>,
-    /// Lint this zone file offline (DNS shape only), before it is published.
-    #[arg(long, value_name = "FILE", conflicts_with = "nameservers")]
-    zone: Option<PathBuf>,
-    /// Origin for relative names in --zone when the file sets none.
-    #[arg(long, requires = "zone")]
-    origin: Option<String>,
+    // With --zone the zone text is linted offline (DNS shape only), before it is published.
+    #[command(flatten)]
+    dns: DnsSource,
     /// Shorthand for --format json: one JSON object per domain, one per line.
     #[arg(long, conflicts_with = "format")]
     json: bool,
@@ -101,7 +95,7 @@ pub async fn run(args: CheckArgs) -> Result<u8, Fatal> {
             .map_err(|e| Fatal::new(exit::USAGE, format!("{input:?}: {e}")))?;
         domains.push(domain);
     }
-    if domains.is_empty() && args.zone.is_none() {
+    if domains.is_empty() && args.dns.zone.is_none() {
         return Err(Fatal::new(
             exit::USAGE,
             "name at least one DOMAIN, or a zone file with --zone",
@@ -112,43 +106,33 @@ pub async fn run(args: CheckArgs) -> Result<u8, Fatal> {
         .map_err(|e| Fatal::new(exit::NO_INPUT, format!("--ca-file: {e}")))?;
     let roots = Arc::new(roots);
 
-    let mut lab = None;
+    let served = args.dns.serve().await?;
     let mut zone_apexes = None;
-    let (nameservers, default_timeout) = match &args.zone {
-        Some(path) => {
-            let zones = load_zone(path, args.origin.as_deref())?;
-            if domains.is_empty() {
-                domains = mx_check::gather::mail_domains_in_zone(
-                    &zones.owners_of("MX"),
-                    &zones.apexes(),
-                    &zones.cnames(),
-                );
-            }
-            if domains.is_empty() {
-                return Err(Fatal::new(
-                    exit::DATA_ERR,
-                    format!(
-                        "{}: no MX records and no zone apex to check",
-                        path.display()
-                    ),
-                ));
-            }
-            zone_apexes = Some(zones.apexes());
-            let server = start_lab(&zones, "127.0.0.1:0".parse().expect("literal")).await?;
-            let addr = server.addr();
-            lab = Some(server);
-            (vec![addr], 1.0)
+    if let Some(zones) = &served.zones {
+        if domains.is_empty() {
+            domains = mx_check::gather::mail_domains_in_zone(
+                &zones.owners_of("MX"),
+                &zones.apexes(),
+                &zones.cnames(),
+            );
         }
-        None => (args.nameservers.clone(), 5.0),
-    };
+        if domains.is_empty() {
+            return Err(Fatal::new(
+                exit::DATA_ERR,
+                "the zone has no MX records and no zone apex to check",
+            ));
+        }
+        zone_apexes = Some(zones.apexes());
+    }
+    let default_timeout = if served.is_lab() { 1.0 } else { 5.0 };
     let dns_timeout = seconds(args.timeout.unwrap_or(default_timeout), "--timeout")?;
     let offline = zone_apexes.is_some();
     let options = CheckOptions {
         authoritative_port: args
             .authoritative_port
-            .or_else(|| args.nameservers.first().map(SocketAddr::port))
+            .or_else(|| args.dns.nameservers.first().map(SocketAddr::port))
             .unwrap_or(53),
-        nameservers,
+        nameservers: served.nameservers.clone(),
         dns_timeout,
         smtp: (!args.no_smtp && !offline).then(|| ProbeOptions {
             port: args.smtp_port,
@@ -170,9 +154,7 @@ pub async fn run(args: CheckArgs) -> Result<u8, Fatal> {
     for domain in &domains {
         reports.push(checker.check(domain).await);
     }
-    if let Some(lab) = lab {
-        lab.shutdown().await;
-    }
+    served.shutdown().await;
 
     let to_terminal = args.output.is_none() && std::io::stdout().is_terminal();
     let body = match format {

@@ -5,6 +5,7 @@ mod bulk_cmd;
 mod check_cmd;
 mod control;
 mod demo_cmd;
+mod dns_source;
 mod lab_cmd;
 mod lab_up;
 mod queue_cmd;

@@ -1,13 +1,12 @@
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use mx_core::{IpStrategy, Policy, StaticRoute, normalize_domain};
-use mx_dns::{ClientOptions, HickoryClient, Nameservers, Router};
+use mx_dns::{ClientOptions, HickoryClient, Router};
 
-use crate::lab_cmd::{load_zone, start_lab};
+use crate::dns_source::DnsSource;
 use crate::{Fatal, exit, table};
 
 #[derive(Args)]
@@ -15,15 +14,8 @@ pub struct RouteArgs {
     /// Domains or addresses (user@domain, user@[192.0.2.1]).
     #[arg(required = true, value_name = "DOMAIN|ADDRESS")]
     targets: Vec<String>,
-    /// Nameserver to ask, IP:PORT (repeatable; default: the system's resolv.conf).
-    #[arg(long = "nameserver", value_name = "IP:PORT")]
-    nameservers: Vec<SocketAddr>,
-    /// Serve this zone file with the in-process lab server and resolve through it.
-    #[arg(long, value_name = "FILE", conflicts_with = "nameservers")]
-    zone: Option<PathBuf>,
-    /// Origin for relative names in --zone when the file sets none.
-    #[arg(long, requires = "zone")]
-    origin: Option<String>,
+    #[command(flatten)]
+    dns: DnsSource,
     /// One JSON object per route, one per line.
     #[arg(long)]
     json: bool,
@@ -103,18 +95,8 @@ pub async fn run(args: RouteArgs) -> Result<u8, Fatal> {
         mx_core::parse_target(target)
             .map_err(|e| Fatal::new(exit::USAGE, format!("{target:?}: {e}")))?;
     }
-    let mut lab = None;
-    let (nameservers, default_timeout) = match &args.zone {
-        Some(path) => {
-            let zones = load_zone(path, args.origin.as_deref())?;
-            let server = start_lab(&zones, "127.0.0.1:0".parse().expect("literal")).await?;
-            let ns = Nameservers::Explicit(vec![server.addr()]);
-            lab = Some(server);
-            (ns, 1.0)
-        }
-        None if args.nameservers.is_empty() => (Nameservers::System, 5.0),
-        None => (Nameservers::Explicit(args.nameservers.clone()), 5.0),
-    };
+    let served = args.dns.serve().await?;
+    let default_timeout = if served.is_lab() { 1.0 } else { 5.0 };
     let timeout = args.timeout.unwrap_or(default_timeout);
     if !(timeout > 0.0 && timeout <= 60.0) {
         return Err(Fatal::new(
@@ -126,8 +108,8 @@ pub async fn run(args: RouteArgs) -> Result<u8, Fatal> {
         timeout: Duration::from_secs_f64(timeout),
         ..ClientOptions::default()
     };
-    let client =
-        HickoryClient::new(&nameservers, &options).map_err(|e| Fatal::new(exit::OS_ERR, e))?;
+    let client = HickoryClient::new(&served.for_hickory(), &options)
+        .map_err(|e| Fatal::new(exit::OS_ERR, e))?;
     let mut router = Router::new(Arc::new(client), policy);
     if let Some(seed) = args.seed {
         router = router.with_seed(seed);
@@ -148,8 +130,6 @@ pub async fn run(args: RouteArgs) -> Result<u8, Fatal> {
             print!("{}", table::route(&route));
         }
     }
-    if let Some(lab) = lab {
-        lab.shutdown().await;
-    }
+    served.shutdown().await;
     Ok(worst)
 }
