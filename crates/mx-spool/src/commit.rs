@@ -15,6 +15,10 @@
 //! 4. fsyncs `queue/` once, which makes every rename and unlink of the batch durable;
 //! 5. only then completes each request.
 //!
+//! When it has nothing to do, the committer keeps a stock of spare files (see `file.rs`) so
+//! that a burst of new messages writes over existing files instead of creating them on the
+//! way to their 250.
+//!
 //! The order of each file's steps is the order of [`Spool::store`](crate::Spool::store)
 //! (content durable, rename, directory durable), so a crash at any point leaves what a crash
 //! during `store` leaves, and recovery is the same. No request is completed before the flush
@@ -85,7 +89,21 @@ impl Committer {
         let thread = std::thread::Builder::new()
             .name("spool-commit".into())
             .spawn(move || {
-                while let Ok(first) = rx.recv() {
+                loop {
+                    let first = match rx.try_recv() {
+                        Ok(job) => job,
+                        Err(mpsc::TryRecvError::Disconnected) => break,
+                        // Idle: make a spare file now rather than create one on the way to
+                        // a 250 (one at a time, so a request waits for one at most).
+                        Err(mpsc::TryRecvError::Empty) if spool.wants_spare() => {
+                            spool.make_spare();
+                            continue;
+                        }
+                        Err(mpsc::TryRecvError::Empty) => match rx.recv() {
+                            Ok(job) => job,
+                            Err(_) => break,
+                        },
+                    };
                     let mut batch = vec![first];
                     while batch.len() < MAX_BATCH {
                         match rx.try_recv() {

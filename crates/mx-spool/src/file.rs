@@ -31,6 +31,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
@@ -52,6 +53,8 @@ const MAX_STATE_LEN: u64 = 64 << 20;
 const LOCK_STRIPES: usize = 64;
 /// Spare files kept for reuse; more removals than this unlink.
 const MAX_SPARE: usize = 4096;
+/// Spare files the group committer makes in its idle time, for a burst of new messages.
+const STOCK_SPARE: usize = 512;
 
 /// What [`FileSpool::open`] found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -78,6 +81,8 @@ pub struct FileSpool {
     spare: PathBuf,
     /// Names in `spare/` free to be rewritten (their removal is durable), oldest first.
     spares: Mutex<VecDeque<OsString>>,
+    /// No spare files are made before this (set when making one failed).
+    stock_paused: Mutex<Option<Instant>>,
     /// Holds the flock for as long as the spool is open; None when opened read-only.
     _lock: Option<File>,
     stripes: Box<[Mutex<()>]>,
@@ -119,6 +124,7 @@ impl FileSpool {
             quarantine: root.join("quarantine"),
             spare: root.join("spare"),
             spares: Mutex::new(VecDeque::new()),
+            stock_paused: Mutex::new(None),
             _lock: Some(lock),
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         };
@@ -152,6 +158,7 @@ impl FileSpool {
             quarantine: root.join("quarantine"),
             spare: root.join("spare"),
             spares: Mutex::new(VecDeque::new()),
+            stock_paused: Mutex::new(None),
             _lock: None,
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         })
@@ -232,6 +239,36 @@ impl FileSpool {
                 drop(file);
                 remove_quietly(&path);
                 Err(io_error(&path, e))
+            }
+        }
+    }
+
+    /// Whether the stock of spare files is below what the group committer keeps ready.
+    pub(crate) fn wants_spare(&self) -> bool {
+        let paused = *self.stock_paused.lock().unwrap_or_else(|p| p.into_inner());
+        self._lock.is_some()
+            && paused.is_none_or(|until| Instant::now() >= until)
+            && self.spares.lock().unwrap_or_else(|p| p.into_inner()).len() < STOCK_SPARE
+    }
+
+    /// Creates one empty spare file. Nothing needs to be durable: a spare file is never
+    /// read, and one lost in a crash is simply not there to be reused.
+    pub(crate) fn make_spare(&self) {
+        let name = OsString::from(format!("new-{}", QueueId::generate()));
+        let path = self.spare.join(&name);
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&path)
+        {
+            Ok(_) => self.recycle(vec![name]),
+            Err(e) => {
+                // A full disk or the like: the next message creates its own file and
+                // reports the problem; no more stocking for a while.
+                warn!(path = %path.display(), error = %e, "spool: cannot make a spare file");
+                *self.stock_paused.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Instant::now() + Duration::from_secs(10));
             }
         }
     }

@@ -107,42 +107,73 @@ fn many_writers_share_flushes_fsync_per_file() {
     many_threads(SyncMode::Files);
 }
 
+fn inode(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).unwrap().ino()
+}
+
 #[test]
 fn removed_files_are_written_over_not_created() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("spool");
     let (spool, _) = FileSpool::open(&root).unwrap();
-    let spool = Arc::new(spool);
-    let committer = Committer::start(spool.clone(), SyncMode::default(), 0).unwrap();
-    let big = store(&committer, envelope(1), vec![b'a'; 5000]).unwrap();
-    let inode = std::fs::metadata(root.join("queue").join(format!("{big}.msg")))
-        .unwrap()
-        .ino();
-    remove(&committer, big.clone()).unwrap();
-    assert!(!root.join("queue").join(format!("{big}.msg")).exists());
-    // The next message is written over the removed one's file, cut to its own length.
-    let small = store(
-        &committer,
-        envelope(2),
-        b"Subject: s\r\n\r\nsmall\r\n".to_vec(),
-    )
-    .unwrap();
-    let path = root.join("queue").join(format!("{small}.msg"));
-    assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode);
+    let queued = |id: &QueueId| root.join("queue").join(format!("{id}.msg"));
+    // Without a committer (no stock of spares): a removed message's file goes to spare/
+    // and the next message is written over it, cut to its own length.
+    let big = spool.store(envelope(1), &[b'a'; 5000]).unwrap();
+    let big_inode = inode(&queued(&big));
+    spool.remove(&big).unwrap();
+    assert!(!queued(&big).exists());
+    assert_eq!(
+        inode(&root.join("spare").join(format!("{big}.msg"))),
+        big_inode
+    );
+    let small = spool
+        .store(envelope(2), b"Subject: s\r\n\r\nsmall\r\n")
+        .unwrap();
+    assert_eq!(inode(&queued(&small)), big_inode);
     assert_eq!(spool.body(&small).unwrap(), b"Subject: s\r\n\r\nsmall\r\n");
-    // State updates reuse spare files too, and Spool::remove feeds the spares.
+    // State updates are written over spare files too.
     spool.remove(&small).unwrap();
     let third = spool.store(envelope(3), b"third".as_slice()).unwrap();
-    let state = spool.load(&third).unwrap().state;
+    assert_eq!(inode(&queued(&third)), big_inode);
+    let other = spool.store(envelope(5), b"other".as_slice()).unwrap();
+    let other_inode = inode(&queued(&other));
+    spool.remove(&other).unwrap();
+    let mut state = spool.load(&third).unwrap().state;
+    state.attempts = 1;
     spool.update_state(&third, &state).unwrap();
-    assert_eq!(spool.body(&third).unwrap(), b"third");
+    assert_eq!(
+        inode(&root.join("queue").join(format!("{third}.state"))),
+        other_inode
+    );
     assert_eq!(spool.load(&third).unwrap().state, state);
+
+    // The committer keeps a stock of spare files while idle; its messages use them.
+    let spool = Arc::new(spool);
+    let committer = Committer::start(spool.clone(), SyncMode::default(), 0).unwrap();
+    let spares = |root: &std::path::Path| -> std::collections::HashSet<u64> {
+        std::fs::read_dir(root.join("spare"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().ino())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while spares(&root).len() < 100 {
+        assert!(std::time::Instant::now() < deadline, "no stock of spares");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let before = spares(&root);
+    let fourth = store(&committer, envelope(4), body(4)).unwrap();
+    assert!(before.contains(&inode(&queued(&fourth))));
+    assert_eq!(spool.body(&fourth).unwrap(), body(4));
     drop(committer);
     drop(spool);
     let (spool, report) = FileSpool::open(&root).unwrap();
-    assert_eq!(report.recovered, 1);
+    assert_eq!(report.recovered, 2);
     assert!(report.quarantined.is_empty());
+    assert_eq!(report.removed_tmp, 0);
     assert_eq!(spool.body(&third).unwrap(), b"third");
+    assert_eq!(spool.body(&fourth).unwrap(), body(4));
 }
 
 #[test]
