@@ -561,11 +561,7 @@ async fn accept_message(
             // The spool set these in its copy; the engine's must match.
             queued.id = id.clone();
             queued.size = body.len() as u64;
-            shared
-                .fresh
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id.clone(), (queued, body));
+            shared.fresh.insert(queued, body);
             let _ = shared.local.send(id.clone());
             MessageDecision::Accepted {
                 queue_id: id.to_string(),

@@ -87,8 +87,42 @@ pub struct Engine {
 
 /// Messages just accepted, handed from the SMTP server to the engine in memory: their first
 /// run needs no read of the spool (a new message has no state file yet, so its state is the
-/// initial one). Taken out by the message's first run, whichever way it was started.
-pub type FreshMessages = Arc<Mutex<std::collections::HashMap<QueueId, (Envelope, Arc<Vec<u8>>)>>>;
+/// initial one). Taken out by the message's first run, whichever way it was started. Bounded
+/// in bytes: when deliveries lag behind (exchangers down), the rest is read from the spool.
+pub type FreshMessages = Arc<Fresh>;
+
+/// The store behind [`FreshMessages`].
+#[derive(Default)]
+pub struct Fresh {
+    inner: Mutex<FreshInner>,
+}
+
+#[derive(Default)]
+struct FreshInner {
+    messages: std::collections::HashMap<QueueId, (Envelope, Arc<Vec<u8>>)>,
+    bytes: usize,
+}
+
+/// The most message bytes held for the engine at once.
+const FRESH_MAX_BYTES: usize = 64 << 20;
+
+impl Fresh {
+    /// Hand a message over, unless that would hold too much memory.
+    pub fn insert(&self, envelope: Envelope, body: Arc<Vec<u8>>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.bytes + body.len() <= FRESH_MAX_BYTES {
+            inner.bytes += body.len();
+            inner.messages.insert(envelope.id.clone(), (envelope, body));
+        }
+    }
+
+    fn take(&self, id: &QueueId) -> Option<(Envelope, Arc<Vec<u8>>)> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let taken = inner.messages.remove(id)?;
+        inner.bytes -= taken.1.len();
+        Some(taken)
+    }
+}
 
 /// How often the spool is scanned for messages whose retry time has come.
 const SCAN_INTERVAL: Duration = Duration::from_secs(1);
@@ -217,11 +251,7 @@ impl Engine {
     /// One delivery run for one message: local copies first (fast, and independent of the
     /// network), then each remote domain over its route.
     pub async fn deliver_message(&self, id: &QueueId, force: bool) -> Result<(), SpoolError> {
-        let fresh = self
-            .fresh
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        let fresh = self.fresh.take(id);
         let (message, body) = match fresh {
             Some((envelope, body)) => (
                 QueuedMessage {
