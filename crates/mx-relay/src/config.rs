@@ -89,6 +89,20 @@ pub struct SpoolSection {
     pub path: PathBuf,
     /// Refuse new mail (452 4.3.1) when the spool's file system has less free space than this.
     pub min_free_bytes: u64,
+    /// How a batch of new messages is made durable: "filesystem" (one syncfs for the
+    /// batch) or "files" (one fsync per file). See docs/spool.md.
+    pub sync: String,
+}
+
+impl SpoolSection {
+    /// `spool.sync` as the spool's group committer takes it (checked at load).
+    pub fn sync_mode(&self) -> mx_spool::SyncMode {
+        if self.sync == "files" {
+            mx_spool::SyncMode::Files
+        } else {
+            mx_spool::SyncMode::Filesystem
+        }
+    }
 }
 
 impl Default for SpoolSection {
@@ -96,6 +110,7 @@ impl Default for SpoolSection {
         SpoolSection {
             path: PathBuf::from("spool"),
             min_free_bytes: 64 * 1024 * 1024,
+            sync: "filesystem".into(),
         }
     }
 }
@@ -142,6 +157,9 @@ pub struct DeliverySection {
     pub require_tls_domains: Vec<String>,
     /// PEM CA certificates trusted for `require_tls_domains`, besides the system bundle.
     pub tls_ca_file: Option<PathBuf>,
+    /// How long an exchanger address that refused a connection (or let it time out) is
+    /// passed over for the next messages (0: never).
+    pub unreachable_memory_secs: u64,
 }
 
 impl Default for DeliverySection {
@@ -167,6 +185,7 @@ impl Default for DeliverySection {
             max_connections_per_destination: pool.max_connections_per_destination,
             require_tls_domains: Vec::new(),
             tls_ca_file: None,
+            unreachable_memory_secs: pool.unreachable_memory.as_secs(),
         }
     }
 }
@@ -192,6 +211,7 @@ impl DeliverySection {
                 domains: self.require_tls_domains.clone(),
                 ca_file: self.tls_ca_file.clone(),
             },
+            unreachable_memory: std::time::Duration::from_secs(self.unreachable_memory_secs),
         }
     }
 }
@@ -278,6 +298,12 @@ impl Config {
             "delivery.require_tls_domains",
             &mut self.delivery.require_tls_domains,
         )?;
+        if !["filesystem", "files"].contains(&self.spool.sync.as_str()) {
+            return Err(format!(
+                "spool.sync: {:?} (expected \"filesystem\" or \"files\")",
+                self.spool.sync
+            ));
+        }
         if !["opportunistic", "never"].contains(&self.delivery.starttls.as_str()) {
             return Err(format!(
                 "delivery.starttls: {:?} (expected \"opportunistic\" or \"never\")",

@@ -14,7 +14,7 @@ use mx_smtp::{
     EnhancedStatus, Event, MessageDecision, PeerInfo, RcptDecision, Reply, ServerConfig,
     ServerSession,
 };
-use mx_spool::{Envelope, FileSpool, QueueId, Spool, SpoolError};
+use mx_spool::{Committer, Envelope, FileSpool, QueueId, SpoolError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -23,8 +23,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::faults::{Faults, SessionFault};
-use crate::outbound::Engine;
 use crate::outbound::smtp::{SmtpTransport, starttls_policy};
+use crate::outbound::{Engine, FreshMessages};
 use crate::policy::{Refusal, RelayPolicy, canonical_ip};
 use crate::users::Users;
 use crate::{Config, RelayError, metrics, tls, trace};
@@ -35,9 +35,9 @@ struct Shared {
     session: Arc<ServerConfig>,
     policy: Arc<RelayPolicy>,
     users: Arc<Users>,
-    spool: Arc<FileSpool>,
+    /// Stores accepted messages in group commits (see mx-spool's `Committer`).
+    committer: Arc<Committer>,
     tls: Option<TlsAcceptor>,
-    min_free_bytes: u64,
     command_timeout: Duration,
     data_timeout: Duration,
     greet_pause: Duration,
@@ -46,6 +46,8 @@ struct Shared {
     connections: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     local: mpsc::UnboundedSender<QueueId>,
+    /// Accepted messages handed to the engine in memory, before their id is sent.
+    fresh: FreshMessages,
     faults: Faults,
 }
 
@@ -95,16 +97,24 @@ impl Relay {
             &hostname,
         ));
         let spool = Arc::new(spool);
+        let committer = Arc::new(
+            Committer::start(
+                spool.clone(),
+                config.spool.sync_mode(),
+                config.spool.min_free_bytes,
+            )
+            .map_err(|e| RelayError::Spool(e.to_string()))?,
+        );
         let users = Arc::new(users);
         let (local_tx, local_rx) = mpsc::unbounded_channel();
+        let fresh = FreshMessages::default();
         let shared = Arc::new(Shared {
             hostname: hostname.clone(),
             session: Arc::new(session),
             policy: policy.clone(),
             users: users.clone(),
-            spool: spool.clone(),
+            committer: committer.clone(),
             tls: tls.map(TlsAcceptor::from),
-            min_free_bytes: config.spool.min_free_bytes,
             command_timeout: Duration::from_secs(config.server.command_timeout_secs),
             data_timeout: Duration::from_secs(config.server.data_timeout_secs),
             greet_pause: Duration::from_millis(config.server.greet_pause_ms),
@@ -113,6 +123,7 @@ impl Relay {
             connections: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
             local: local_tx.clone(),
+            fresh: fresh.clone(),
             faults: Faults::default(),
         });
         let (stop, stopped) = watch::channel(false);
@@ -133,14 +144,7 @@ impl Relay {
             addrs.push(bound);
             tasks.spawn(accept_loop(listener, shared.clone(), stopped.clone()));
         }
-        let engine = Arc::new(engine(
-            config,
-            spool.clone(),
-            policy,
-            users,
-            hostname,
-            local_tx,
-        )?);
+        let engine = Arc::new(engine(config, spool.clone(), &shared)?);
         let mut metrics_addr = None;
         if let Some(addr) = config.metrics.listen {
             let (bound, endpoint) = metrics::serve(addr, spool.clone(), stopped.clone()).await?;
@@ -535,21 +539,29 @@ async fn accept_message(
     envelope.auth_user = env.authenticated.clone();
     envelope.body_8bit = matches!(env.body_type, mx_smtp::BodyType::EightBitMime);
     envelope.smtputf8 = env.smtputf8;
-    let spool = shared.spool.clone();
-    let min_free = shared.min_free_bytes;
     let from = envelope.mail_from.clone();
     let rcpts = envelope.recipients.len();
-    let stored = tokio::task::spawn_blocking(move || {
-        if min_free > 0 && spool.free_bytes()? < min_free {
-            return Err(SpoolError::NoSpace);
-        }
-        spool.store(envelope, &body)
-    })
-    .await;
+    // Durable before the reply: the committer completes us only after the flushes that
+    // cover this message (shared with the other messages of its batch) returned.
+    let (done, stored) = tokio::sync::oneshot::channel();
+    let body = Arc::new(body);
+    let mut queued = envelope.clone();
+    shared.committer.store(
+        envelope,
+        body.clone(),
+        Box::new(move |result| {
+            let _ = done.send(result);
+        }),
+    );
+    let stored = stored.await;
     match stored {
         Ok(Ok(id)) => {
             tracing::info!(queue_id = %id, client = %ip, from = %from, recipients = rcpts, size = message.body.len(), "message accepted");
             metrics::message_accepted(message.body.len());
+            // The spool set these in its copy; the engine's must match.
+            queued.id = id.clone();
+            queued.size = body.len() as u64;
+            shared.fresh.insert(queued, body);
             let _ = shared.local.send(id.clone());
             MessageDecision::Accepted {
                 queue_id: id.to_string(),
@@ -601,14 +613,10 @@ fn reply_of(refusal: &Refusal) -> Reply {
 }
 
 /// The delivery engine as the configuration asks for it.
-fn engine(
-    config: &Config,
-    spool: Arc<FileSpool>,
-    policy: Arc<RelayPolicy>,
-    users: Arc<Users>,
-    hostname: String,
-    wake: mpsc::UnboundedSender<QueueId>,
-) -> Result<Engine, RelayError> {
+/// It shares the server's spool committer, policy, users, name, wake-up channel and
+/// hand-over of fresh messages.
+fn engine(config: &Config, spool: Arc<FileSpool>, shared: &Shared) -> Result<Engine, RelayError> {
+    let hostname = shared.hostname.clone();
     let d = &config.delivery;
     let nameservers = if config.dns.nameservers.is_empty() {
         Nameservers::System
@@ -655,16 +663,18 @@ fn engine(
         .with_limits(d.pool_limits());
     Ok(Engine {
         spool,
+        committer: shared.committer.clone(),
         router: Arc::new(router),
         transport: Arc::new(transport),
         schedule: d.schedule(),
-        policy,
-        users,
+        policy: shared.policy.clone(),
+        users: shared.users.clone(),
         maildir_root: config.server.maildir_root.clone(),
         hostname,
         concurrency: d.concurrency,
         in_flight: Default::default(),
-        wake,
+        wake: shared.local.clone(),
+        fresh: shared.fresh.clone(),
     })
 }
 

@@ -7,7 +7,14 @@
 //! <root>/queue/<id>.msg    the message (see the `format` module), written once
 //! <root>/queue/<id>.state  delivery state JSON; absent means "initial"
 //! <root>/quarantine/    files recovery could not use, kept for a human
+//! <root>/spare/         files of removed messages, kept to be rewritten for new ones
 //! ```
+//!
+//! Removing a message renames its files into `spare/` rather than unlinking them, and a new
+//! file is written over a spare one rather than created: creating and deleting an inode per
+//! message is the most expensive thing a busy spool does on ext4. A spare file is reused
+//! only after the removal that put it there is durable, so no name in `queue/` can ever
+//! point at a file being rewritten. What is in `spare/` is never read as mail.
 //!
 //! Durability rests on one pattern, used for every file: write it under `tmp/`, `fsync`
 //! the file (data and metadata), `rename` it into `queue/` (atomic: readers and crashes see
@@ -16,14 +23,15 @@
 //! power loss; before the rename completes, a crash leaves at most a file in `tmp/`, which
 //! the next open deletes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ffi::OsString;
 use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{self, BufReader, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
@@ -43,6 +51,10 @@ const MAX_STATE_LEN: u64 = 64 << 20;
 /// must not interleave (or a state could be renamed in after its message was removed,
 /// leaving an orphan), but different messages must not wait for each other's fsyncs.
 const LOCK_STRIPES: usize = 64;
+/// Spare files kept for reuse; more removals than this unlink.
+const MAX_SPARE: usize = 4096;
+/// Spare files the group committer makes in its idle time, for a burst of new messages.
+const STOCK_SPARE: usize = 512;
 
 /// What [`FileSpool::open`] found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -66,6 +78,11 @@ pub struct FileSpool {
     tmp: PathBuf,
     queue: PathBuf,
     quarantine: PathBuf,
+    spare: PathBuf,
+    /// Names in `spare/` free to be rewritten (their removal is durable), oldest first.
+    spares: Mutex<VecDeque<OsString>>,
+    /// No spare files are made before this (set when making one failed).
+    stock_paused: Mutex<Option<Instant>>,
     /// Holds the flock for as long as the spool is open; None when opened read-only.
     _lock: Option<File>,
     stripes: Box<[Mutex<()>]>,
@@ -105,6 +122,9 @@ impl FileSpool {
             tmp: root.join("tmp"),
             queue: root.join("queue"),
             quarantine: root.join("quarantine"),
+            spare: root.join("spare"),
+            spares: Mutex::new(VecDeque::new()),
+            stock_paused: Mutex::new(None),
             _lock: Some(lock),
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         };
@@ -136,9 +156,16 @@ impl FileSpool {
             tmp: root.join("tmp"),
             queue: root.join("queue"),
             quarantine: root.join("quarantine"),
+            spare: root.join("spare"),
+            spares: Mutex::new(VecDeque::new()),
+            stock_paused: Mutex::new(None),
             _lock: None,
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         })
+    }
+
+    pub(crate) fn check_writable(&self) -> Result<(), SpoolError> {
+        self.writable()
     }
 
     fn writable(&self) -> Result<(), SpoolError> {
@@ -163,8 +190,98 @@ impl FileSpool {
         Ok(st.f_bavail.saturating_mul(st.f_frsize))
     }
 
-    fn msg_path(&self, id: &QueueId) -> PathBuf {
+    pub(crate) fn msg_path(&self, id: &QueueId) -> PathBuf {
         self.queue.join(format!("{id}.msg"))
+    }
+
+    /// A file to write a new message or state into, and its path: a spare file when there
+    /// is one (written over from the start; the caller sets the length), else `fresh`,
+    /// created.
+    fn scratch(&self, fresh: &Path) -> io::Result<(PathBuf, File)> {
+        loop {
+            let name = self
+                .spares
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop_front();
+            let Some(name) = name else { break };
+            let path = self.spare.join(name);
+            // Not a regular file of ours any more (an operator's hand): skip it.
+            if let Ok(file) = OpenOptions::new().write(true).open(&path) {
+                return Ok((path, file));
+            }
+        }
+        // create_new: names are unique, so an existing file would be a bug; refuse to
+        // write through it.
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(fresh)?;
+        Ok((fresh.to_path_buf(), file))
+    }
+
+    /// Writes `parts` into a scratch file and cuts it to their length; on error the file is
+    /// removed.
+    fn write_scratch(&self, fresh: &Path, parts: &[&[u8]]) -> Result<(PathBuf, File), SpoolError> {
+        let (path, mut file) = self.scratch(fresh).map_err(|e| io_error(fresh, e))?;
+        let written = (|| {
+            let mut len = 0u64;
+            for part in parts {
+                file.write_all(part)?;
+                len += part.len() as u64;
+            }
+            file.set_len(len)
+        })();
+        match written {
+            Ok(()) => Ok((path, file)),
+            Err(e) => {
+                drop(file);
+                remove_quietly(&path);
+                Err(io_error(&path, e))
+            }
+        }
+    }
+
+    /// Whether the stock of spare files is below what the group committer keeps ready.
+    pub(crate) fn wants_spare(&self) -> bool {
+        let paused = *self.stock_paused.lock().unwrap_or_else(|p| p.into_inner());
+        self._lock.is_some()
+            && paused.is_none_or(|until| Instant::now() >= until)
+            && self.spares.lock().unwrap_or_else(|p| p.into_inner()).len() < STOCK_SPARE
+    }
+
+    /// Creates one empty spare file. Nothing needs to be durable: a spare file is never
+    /// read, and one lost in a crash is simply not there to be reused.
+    pub(crate) fn make_spare(&self) {
+        let name = OsString::from(format!("new-{}", QueueId::generate()));
+        let path = self.spare.join(&name);
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&path)
+        {
+            Ok(_) => self.recycle(vec![name]),
+            Err(e) => {
+                // A full disk or the like: the next message creates its own file and
+                // reports the problem; no more stocking for a while.
+                warn!(path = %path.display(), error = %e, "spool: cannot make a spare file");
+                *self.stock_paused.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Instant::now() + Duration::from_secs(10));
+            }
+        }
+    }
+
+    /// Names that removals put in `spare/` and that are now durable removals: free to be
+    /// written over.
+    pub(crate) fn recycle(&self, names: Vec<OsString>) {
+        if !names.is_empty() {
+            self.spares
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(names);
+        }
     }
 
     fn state_path(&self, id: &QueueId) -> PathBuf {
@@ -198,7 +315,7 @@ impl FileSpool {
                 }
                 // A missing subdirectory (an operator's cleanup) is recreated, not an error.
                 let mut created = false;
-                for dir in [&self.tmp, &self.queue, &self.quarantine] {
+                for dir in [&self.tmp, &self.queue, &self.quarantine, &self.spare] {
                     created |= create_dir(dir, false)?;
                 }
                 if created {
@@ -215,7 +332,7 @@ impl FileSpool {
                         found: "none (VERSION is missing but queue/ is not empty)".to_string(),
                     });
                 }
-                for dir in [&self.tmp, &self.queue, &self.quarantine] {
+                for dir in [&self.tmp, &self.queue, &self.quarantine, &self.spare] {
                     create_dir(dir, false)?;
                 }
                 sync_dir(&self.root)?;
@@ -248,6 +365,23 @@ impl FileSpool {
             // deleted again at the next open); it keeps tmp/ empty on disk, not just in cache.
             sync_dir(&self.tmp)?;
         }
+
+        // Spare files are whatever they are (old messages, a rewrite cut short): never read,
+        // only written over. But never one that has another name too: a file system that
+        // does not rename atomically (ext4 without a journal, after fsck) can leave a file
+        // both in spare/ and in queue/, and writing over it would destroy the message.
+        let mut spares = VecDeque::new();
+        for name in read_dir(&self.spare)? {
+            let path = self.spare.join(&name);
+            let single = fs::symlink_metadata(&path)
+                .is_ok_and(|m| m.file_type().is_file() && m.nlink() == 1);
+            if single && spares.len() < MAX_SPARE {
+                spares.push_back(name);
+            } else {
+                remove_quietly(&path);
+            }
+        }
+        *self.spares.lock().unwrap_or_else(|p| p.into_inner()) = spares;
 
         let mut msgs = BTreeSet::new();
         let mut states = BTreeSet::new();
@@ -401,42 +535,43 @@ impl FileSpool {
         Ok(state)
     }
 
-    /// Writes a message file and renames it into `queue/`: everything of `store` except the
-    /// final fsync of `queue/`. A group-commit batcher runs this for many messages and then
-    /// one [`FileSpool::sync_queue_dir`] for all of them, acknowledging none before that.
+    /// Writes a message file, not yet flushed (under `tmp/`, or over a spare file), and
+    /// returns its new id, the file's path and the open file. The caller makes it durable,
+    /// renames it to [`FileSpool::msg_path`] and fsyncs `queue/`, in that order:
+    /// [`Spool::store`] for one message, the group committer for many.
     ///
     /// On error nothing is left: the temporary file is removed.
-    pub(crate) fn write_message(
+    pub(crate) fn write_tmp(
         &self,
         mut envelope: Envelope,
         body: &[u8],
-    ) -> Result<QueueId, SpoolError> {
+    ) -> Result<(QueueId, PathBuf, File), SpoolError> {
+        self.writable()?;
         let id = QueueId::generate();
         envelope.id = id.clone();
         envelope.size = body.len() as u64;
-        let tmp_path = self.tmp.join(format!("{id}.msg"));
+        let fresh = self.tmp.join(format!("{id}.msg"));
         let head = format::encode_head(&envelope).map_err(|e| SpoolError::Io {
-            path: tmp_path.clone(),
+            path: fresh.clone(),
             source: io::Error::other(e),
         })?;
+        let (path, file) = self.write_scratch(&fresh, &[&head, body])?;
+        Ok((id, path, file))
+    }
+
+    /// Writes a message file, fsyncs it and renames it into `queue/`: everything of `store`
+    /// except the final fsync of `queue/`.
+    ///
+    /// On error nothing is left: the temporary file is removed.
+    fn write_message(&self, envelope: Envelope, body: &[u8]) -> Result<QueueId, SpoolError> {
+        let (id, tmp_path, file) = self.write_tmp(envelope, body)?;
         let final_path = self.msg_path(&id);
-        let written = (|| {
-            // create_new: ids are unique, so an existing file would be a bug; refuse to
-            // write through it.
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(FILE_MODE)
-                .open(&tmp_path)
-                .map_err(|e| (&tmp_path, e))?;
-            file.write_all(&head).map_err(|e| (&tmp_path, e))?;
-            file.write_all(body).map_err(|e| (&tmp_path, e))?;
-            // fsync, not fdatasync: the file's size (metadata) must be durable too, or a
-            // power loss could leave a renamed file whose length is still zero.
-            file.sync_all().map_err(|e| (&tmp_path, e))?;
+        // fsync, not fdatasync: the file's size (metadata) must be durable too, or a
+        // power loss could leave a renamed file whose length is still zero.
+        let written = file.sync_all().map_err(|e| (&tmp_path, e)).and_then(|()| {
             drop(file);
             fs::rename(&tmp_path, &final_path).map_err(|e| (&final_path, e))
-        })();
+        });
         match written {
             Ok(()) => Ok(id),
             Err((path, e)) => {
@@ -444,6 +579,40 @@ impl FileSpool {
                 Err(io_error(path, e))
             }
         }
+    }
+
+    /// Takes a message's files out of `queue/`, the message first, without the fsync of
+    /// `queue/` that makes it durable ([`Spool::remove`] adds it, the group committer shares
+    /// one among many). The files go to `spare/` (or are unlinked when there are spares
+    /// enough); the names returned may be given to [`FileSpool::recycle`] once `queue/` has
+    /// been fsynced, not before.
+    pub(crate) fn retire(&self, id: &QueueId) -> Result<Vec<OsString>, SpoolError> {
+        self.writable()?;
+        let _guard = self.stripe(id);
+        let keep = self.spares.lock().unwrap_or_else(|p| p.into_inner()).len() < MAX_SPARE;
+        let mut spares = Vec::new();
+        // The message first: if we crash between the two, what is left is a state without a
+        // message (quarantined at the next open), not a message without its state (which
+        // would be delivered again to everyone).
+        for (path, kind) in [(self.msg_path(id), "msg"), (self.state_path(id), "state")] {
+            let name = OsString::from(format!("{id}.{kind}"));
+            let gone = if keep {
+                fs::rename(&path, self.spare.join(&name))
+            } else {
+                fs::remove_file(&path)
+            };
+            match gone {
+                Ok(()) if keep => spares.push(name),
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if kind == "msg" {
+                        return Err(SpoolError::NotFound(id.clone()));
+                    }
+                }
+                Err(e) => return Err(io_error(&path, e)),
+            }
+        }
+        Ok(spares)
     }
 
     /// Makes every rename into (and unlink from) `queue/` so far durable.
@@ -517,39 +686,33 @@ impl Spool for FileSpool {
                 id: id.clone(),
                 reason,
             })?;
-        let tmp_path = self.tmp.join(format!("{id}.state"));
+        let fresh = self.tmp.join(format!("{id}.state"));
         let mut json = serde_json::to_vec(state).map_err(|e| SpoolError::Io {
-            path: tmp_path.clone(),
+            path: fresh.clone(),
             source: io::Error::other(e),
         })?;
         json.push(b'\n');
-        write_durably(&tmp_path, &self.state_path(id), &json, &self.queue)
+        let (tmp_path, file) = self.write_scratch(&fresh, &[&json])?;
+        let final_path = self.state_path(id);
+        let written = file.sync_all().map_err(|e| (&tmp_path, e)).and_then(|()| {
+            drop(file);
+            fs::rename(&tmp_path, &final_path).map_err(|e| (&final_path, e))
+        });
+        if let Err((path, e)) = written {
+            remove_quietly(&tmp_path);
+            return Err(io_error(path, e));
+        }
+        self.sync_queue_dir()
     }
 
     fn remove(&self, id: &QueueId) -> Result<(), SpoolError> {
-        self.writable()?;
-        let _guard = self.stripe(id);
-        // The message first: if we crash between the two unlinks, what is left is a state
-        // without a message (quarantined at the next open), not a message without its
-        // state (which would be delivered again to everyone).
-        let msg = self.msg_path(id);
-        match fs::remove_file(&msg) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(SpoolError::NotFound(id.clone()));
-            }
-            Err(e) => return Err(io_error(&msg, e)),
-        }
-        let state = self.state_path(id);
-        match fs::remove_file(&state) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error(&state, e)),
-        }
-        // One fsync for both unlinks. Journaling file systems commit directory operations in
-        // order; should one persist only the second, the message comes back with its initial
+        let spares = self.retire(id)?;
+        // One fsync for both. Journaling file systems commit directory operations in order;
+        // should one persist only the second, the message comes back with its initial
         // state: delivered twice, never lost.
-        self.sync_queue_dir()
+        self.sync_queue_dir()?;
+        self.recycle(spares);
+        Ok(())
     }
 }
 
@@ -660,7 +823,7 @@ fn dir_has_entries(dir: &Path) -> Result<bool, SpoolError> {
 
 /// Cleanup on an error path: the original error is what the caller needs; a file we fail
 /// to remove here is in `tmp/` (deleted at the next open) or an unacknowledged message.
-fn remove_quietly(path: &Path) {
+pub(crate) fn remove_quietly(path: &Path) {
     if let Err(e) = fs::remove_file(path)
         && e.kind() != io::ErrorKind::NotFound
     {

@@ -17,12 +17,14 @@
 //! # Ok::<(), mx_spool::SpoolError>(())
 //! ```
 
+mod commit;
 mod error;
 mod file;
 mod format;
 mod id;
 mod types;
 
+pub use commit::{Committer, Done, SyncMode};
 pub use error::SpoolError;
 pub use file::{FileSpool, RecoveryReport};
 pub use id::QueueId;

@@ -2,7 +2,9 @@
 //! `crash_child` test) stores, updates and removes messages in a loop and prints each id
 //! only after the call returned `Ok`. The parent SIGKILLs it at a random moment, reopens
 //! the spool and checks that recovery succeeds, that every acknowledged message loads with
-//! its exact body, and that no partial file was ever taken for a message.
+//! its exact body, and that no partial file was ever taken for a message. Odd rounds store
+//! and remove through the group committer (writing over spare files), even rounds call the
+//! `Spool` methods directly.
 //!
 //! SIGKILL stops the process, not the machine: the page cache survives, so this test pins
 //! the write protocol (temporary file, rename, recovery), not the fsyncs. Those are pinned
@@ -16,7 +18,11 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use mx_spool::{Envelope, FileSpool, QueueId, RecipientStatus, Spool, SpoolError};
+use std::sync::{Arc, mpsc};
+
+use mx_spool::{
+    Committer, Envelope, FileSpool, QueueId, RecipientStatus, Spool, SpoolError, SyncMode,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -88,11 +94,27 @@ fn crash_child() {
     let (round, root) = spec.split_once(':').expect("round:root");
     let round: u32 = round.parse().expect("round");
     let (spool, _) = FileSpool::open(Path::new(root)).expect("child: open");
+    let spool = Arc::new(spool);
+    let committer = (round % 2 == 1).then(|| {
+        Committer::start(spool.clone(), SyncMode::Filesystem, 0).expect("child: committer")
+    });
     let mut out = std::io::stdout().lock();
     for i in 0u64.. {
-        let id = spool
-            .store(envelope_for(round, i), &body_for(round, i))
-            .expect("child: store");
+        let id = match &committer {
+            Some(c) => {
+                let (tx, rx) = mpsc::channel();
+                c.store(
+                    envelope_for(round, i),
+                    Arc::new(body_for(round, i)),
+                    Box::new(move |r| {
+                        let _ = tx.send(r);
+                    }),
+                );
+                rx.recv().expect("child: committer gone")
+            }
+            None => spool.store(envelope_for(round, i), &body_for(round, i)),
+        }
+        .expect("child: store");
         writeln!(out, "STORED {id} {i}")
             .and_then(|()| out.flush())
             .expect("stdout");
@@ -107,7 +129,20 @@ fn crash_child() {
                 .expect("stdout");
         }
         if removes(i) {
-            spool.remove(&id).expect("child: remove");
+            match &committer {
+                Some(c) => {
+                    let (tx, rx) = mpsc::channel();
+                    c.remove(
+                        id.clone(),
+                        Box::new(move |r| {
+                            let _ = tx.send(r);
+                        }),
+                    );
+                    rx.recv().expect("child: committer gone")
+                }
+                None => spool.remove(&id),
+            }
+            .expect("child: remove");
             writeln!(out, "REMOVED {id}")
                 .and_then(|()| out.flush())
                 .expect("stdout");

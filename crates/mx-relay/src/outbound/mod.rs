@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mx_core::{Attempt, Status};
 use mx_dns::{BoxFuture, Router};
-use mx_spool::{Envelope, FileSpool, QueueId, QueuedMessage, Spool, SpoolError};
+use mx_spool::{Committer, Envelope, FileSpool, QueueId, QueuedMessage, Spool, SpoolError};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::policy::{Destination, RelayPolicy};
@@ -48,6 +48,12 @@ pub trait Transport: Send + Sync {
         delivery: &'a Delivery<'a>,
     ) -> BoxFuture<'a, AttemptOutcome>;
 
+    /// When this address last refused a connection or let one time out, if that is recent
+    /// enough to skip it (`delivery.unreachable_memory_secs`); None: try it.
+    fn unreachable_since(&self, _attempt: &Attempt) -> Option<Instant> {
+        None
+    }
+
     /// Close idle connections past their idle time (called now and then by the engine).
     fn sweep(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
@@ -61,6 +67,8 @@ pub trait Transport: Send + Sync {
 
 pub struct Engine {
     pub spool: Arc<FileSpool>,
+    /// Removals of delivered messages share the spool's group commits.
+    pub committer: Arc<Committer>,
     pub router: Arc<Router>,
     pub transport: Arc<dyn Transport>,
     pub schedule: Schedule,
@@ -73,6 +81,47 @@ pub struct Engine {
     pub in_flight: Mutex<HashSet<QueueId>>,
     /// New messages (bounces) go back into the engine through this.
     pub wake: mpsc::UnboundedSender<QueueId>,
+    /// Accepted messages' envelopes and bodies, so that their first run reads no file.
+    pub fresh: FreshMessages,
+}
+
+/// Messages just accepted, handed from the SMTP server to the engine in memory: their first
+/// run needs no read of the spool (a new message has no state file yet, so its state is the
+/// initial one). Taken out by the message's first run, whichever way it was started. Bounded
+/// in bytes: when deliveries lag behind (exchangers down), the rest is read from the spool.
+pub type FreshMessages = Arc<Fresh>;
+
+/// The store behind [`FreshMessages`].
+#[derive(Default)]
+pub struct Fresh {
+    inner: Mutex<FreshInner>,
+}
+
+#[derive(Default)]
+struct FreshInner {
+    messages: std::collections::HashMap<QueueId, (Envelope, Arc<Vec<u8>>)>,
+    bytes: usize,
+}
+
+/// The most message bytes held for the engine at once.
+const FRESH_MAX_BYTES: usize = 64 << 20;
+
+impl Fresh {
+    /// Hand a message over, unless that would hold too much memory.
+    pub fn insert(&self, envelope: Envelope, body: Arc<Vec<u8>>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.bytes + body.len() <= FRESH_MAX_BYTES {
+            inner.bytes += body.len();
+            inner.messages.insert(envelope.id.clone(), (envelope, body));
+        }
+    }
+
+    fn take(&self, id: &QueueId) -> Option<(Envelope, Arc<Vec<u8>>)> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let taken = inner.messages.remove(id)?;
+        inner.bytes -= taken.1.len();
+        Some(taken)
+    }
 }
 
 /// How often the spool is scanned for messages whose retry time has come.
@@ -202,17 +251,29 @@ impl Engine {
     /// One delivery run for one message: local copies first (fast, and independent of the
     /// network), then each remote domain over its route.
     pub async fn deliver_message(&self, id: &QueueId, force: bool) -> Result<(), SpoolError> {
-        let spool = self.spool.clone();
-        let (message, body) = {
-            let id = id.clone();
-            tokio::task::spawn_blocking(move || -> Result<(QueuedMessage, Vec<u8>), SpoolError> {
-                Ok((spool.load(&id)?, spool.body(&id)?))
-            })
-            .await
-            .map_err(|e| SpoolError::Io {
-                path: Default::default(),
-                source: std::io::Error::other(e),
-            })??
+        let fresh = self.fresh.take(id);
+        let (message, body) = match fresh {
+            Some((envelope, body)) => (
+                QueuedMessage {
+                    state: mx_spool::DeliveryState::initial(&envelope),
+                    envelope,
+                },
+                body,
+            ),
+            None => {
+                let spool = self.spool.clone();
+                let id = id.clone();
+                tokio::task::spawn_blocking(
+                    move || -> Result<(QueuedMessage, Arc<Vec<u8>>), SpoolError> {
+                        Ok((spool.load(&id)?, Arc::new(spool.body(&id)?)))
+                    },
+                )
+                .await
+                .map_err(|e| SpoolError::Io {
+                    path: Default::default(),
+                    source: std::io::Error::other(e),
+                })??
+            }
         };
         let now = unix_now();
         if (message.state.next_attempt_at > now && !force) || message.state.is_complete() {
@@ -280,20 +341,27 @@ impl Engine {
             // Recorded in the same state update as the run, so it is sent once only.
             state.delay_notice_sent = true;
         }
+        if state.is_complete() {
+            let (done, removed) = tokio::sync::oneshot::channel();
+            self.committer.remove(
+                id.clone(),
+                Box::new(move |result| {
+                    let _ = done.send(result);
+                }),
+            );
+            return removed.await.map_err(|e| SpoolError::Io {
+                path: Default::default(),
+                source: std::io::Error::other(e),
+            })?;
+        }
         let spool = self.spool.clone();
         let id = id.clone();
-        tokio::task::spawn_blocking(move || {
-            if state.is_complete() {
-                spool.remove(&id)
-            } else {
-                spool.update_state(&id, &state)
-            }
-        })
-        .await
-        .map_err(|e| SpoolError::Io {
-            path: Default::default(),
-            source: std::io::Error::other(e),
-        })?
+        tokio::task::spawn_blocking(move || spool.update_state(&id, &state))
+            .await
+            .map_err(|e| SpoolError::Io {
+                path: Default::default(),
+                source: std::io::Error::other(e),
+            })?
     }
 
     /// Walk one domain's route: the result for each recipient, in order.
@@ -330,8 +398,40 @@ impl Engine {
             return all(result);
         }
         let mut last = String::from("451 4.4.0 No exchanger could be reached");
-        for attempt in &route.attempts {
+        // Addresses that refused a connection (or let it time out) a moment ago are passed
+        // over: the next message goes straight to the backup. Should that leave nothing to
+        // try, the one remembered longest ago is tried anyway, so that the memory alone
+        // never keeps a message from every exchanger (and so never bounces it).
+        let remembered: Vec<Option<Instant>> = route
+            .attempts
+            .iter()
+            .map(|a| self.transport.unreachable_since(a))
+            .collect();
+        let fallback = if remembered.iter().all(Option::is_some) {
+            remembered
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, since)| **since)
+                .map(|(i, _)| i)
+        } else {
+            None
+        };
+        for (i, attempt) in route.attempts.iter().enumerate() {
             let relay = format!("{}[{}]:{}", attempt.host, attempt.ip, attempt.port);
+            if let Some(since) = remembered[i]
+                && fallback != Some(i)
+            {
+                metrics::delivery_attempt(&attempt.host, "recently_unreachable");
+                let reason = format!(
+                    "451 4.4.1 {}:{} recently unreachable ({}s ago), not tried",
+                    attempt.ip,
+                    attempt.port,
+                    since.elapsed().as_secs()
+                );
+                tracing::debug!(queue_id = %id, relay = %relay, reason = %reason, "attempt skipped, trying the next exchanger");
+                last = reason;
+                continue;
+            }
             match self.transport.attempt(attempt, delivery).await {
                 AttemptOutcome::Done(results) => {
                     metrics::delivery_attempt(&attempt.host, "done");

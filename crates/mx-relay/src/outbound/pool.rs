@@ -28,6 +28,9 @@ pub struct PoolLimits {
     pub max_connections_per_destination: usize,
     /// Recipient domains that get verified STARTTLS only.
     pub require_tls: RequireTls,
+    /// How long an address whose connect was refused or timed out is passed over (zero:
+    /// never).
+    pub unreachable_memory: Duration,
 }
 
 /// `[delivery] require_tls_domains` and `tls_ca_file`: mail to these domains goes only over
@@ -48,6 +51,7 @@ impl Default for PoolLimits {
             max_connections: 100,
             max_connections_per_destination: 10,
             require_tls: RequireTls::default(),
+            unreachable_memory: Duration::from_secs(60),
         }
     }
 }
@@ -321,6 +325,7 @@ mod tests {
             max_connections: all,
             max_connections_per_destination: per_dest,
             require_tls: RequireTls::default(),
+            unreachable_memory: Duration::from_secs(60),
         }
     }
 

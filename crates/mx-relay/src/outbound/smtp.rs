@@ -137,11 +137,11 @@ pub use super::pool::{PoolLimits, RequireTls};
 pub use transport::SmtpTransport;
 
 mod transport {
-    use std::collections::HashSet;
+    use std::collections::{HashMap, HashSet};
     use std::net::SocketAddr;
     use std::path::Path;
-    use std::sync::Arc;
-    use std::time::Duration;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
 
     use mx_core::Attempt;
     use mx_dns::BoxFuture;
@@ -171,7 +171,14 @@ mod transport {
         /// The verifying connector for those domains, or why there is none (no usable
         /// roots): then their mail waits rather than going out unverified.
         verified_tls: Result<TlsConnector, String>,
+        /// Addresses whose last connect was refused or timed out, and when
+        /// (`delivery.unreachable_memory_secs`).
+        unreachable: Mutex<HashMap<SocketAddr, Instant>>,
+        unreachable_memory: Duration,
     }
+
+    /// Remembered addresses beyond which expired ones are dropped at the next failure.
+    const UNREACHABLE_PRUNE: usize = 10_000;
 
     /// An idle session and the stream it runs over.
     struct Parked {
@@ -196,6 +203,8 @@ mod transport {
                 pool: Pool::new(PoolLimits::default()),
                 require_tls: HashSet::new(),
                 verified_tls: Err("no require_tls_domains".into()),
+                unreachable: Mutex::new(HashMap::new()),
+                unreachable_memory: PoolLimits::default().unreachable_memory,
             })
         }
 
@@ -215,8 +224,26 @@ mod transport {
             {
                 tracing::error!(error = %e, "no trust anchors for require_tls_domains: their mail will be deferred");
             }
+            self.unreachable_memory = limits.unreachable_memory;
             self.pool = Pool::new(limits);
             self
+        }
+
+        /// Remember (or forget) that a connect to `addr` failed.
+        fn connect_failed(&self, addr: SocketAddr, failed: bool) {
+            if self.unreachable_memory.is_zero() {
+                return;
+            }
+            let mut map = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
+            if !failed {
+                map.remove(&addr);
+                return;
+            }
+            if map.len() >= UNREACHABLE_PRUNE {
+                let memory = self.unreachable_memory;
+                map.retain(|_, since| since.elapsed() < memory);
+            }
+            map.insert(addr, Instant::now());
         }
 
         /// Whether mail to the recipients of `delivery` must go over verified TLS.
@@ -271,6 +298,17 @@ mod transport {
 
         fn sweep(&self) -> BoxFuture<'_, ()> {
             Box::pin(SmtpTransport::sweep(self))
+        }
+
+        fn unreachable_since(&self, attempt: &Attempt) -> Option<Instant> {
+            if self.unreachable_memory.is_zero() {
+                return None;
+            }
+            let addr = SocketAddr::new(attempt.ip, attempt.port);
+            let map = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
+            map.get(&addr)
+                .copied()
+                .filter(|since| since.elapsed() < self.unreachable_memory)
         }
 
         fn close_idle(&self) -> BoxFuture<'_, ()> {
@@ -349,13 +387,18 @@ mod transport {
             let addr = SocketAddr::new(attempt.ip, attempt.port);
             let stream =
                 match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-                    Ok(Ok(s)) => s,
+                    Ok(Ok(s)) => {
+                        self.connect_failed(addr, false);
+                        s
+                    }
                     Ok(Err(e)) => {
+                        self.connect_failed(addr, true);
                         return AttemptOutcome::NextAttempt {
                             reason: format!("451 4.4.1 connect to {addr}: {e}"),
                         };
                     }
                     Err(_) => {
+                        self.connect_failed(addr, true);
                         return AttemptOutcome::NextAttempt {
                             reason: format!("451 4.4.1 connect to {addr}: timed out"),
                         };

@@ -1,0 +1,321 @@
+//! Group commit: many stores and removals share the flushes that make them durable.
+//!
+//! [`Spool::store`](crate::Spool::store) pays two disk flushes per message (the file, then
+//! `queue/`). Under load a [`Committer`] does the same work for a whole batch with two
+//! flushes in all. One thread takes every request waiting in its channel (no waiting to
+//! fill a batch: while one batch is on its way to the disk, the next one gathers), and for
+//! that batch:
+//!
+//! 1. writes every message file (under `tmp/` or over a spare file), not yet flushed;
+//! 2. makes their contents and sizes durable: one `syncfs(2)` of the spool's file system
+//!    ([`SyncMode::Filesystem`], the default), or one `fsync` per file
+//!    ([`SyncMode::Files`]);
+//! 3. renames each into `queue/` (the files of each removal were moved to `spare/` when it
+//!    was taken into the batch);
+//! 4. fsyncs `queue/` once, which makes every rename and unlink of the batch durable;
+//! 5. only then completes each request.
+//!
+//! When it has nothing to do, the committer keeps a stock of spare files (see `file.rs`) so
+//! that a burst of new messages writes over existing files instead of creating them on the
+//! way to their 250.
+//!
+//! The order of each file's steps is the order of [`Spool::store`](crate::Spool::store)
+//! (content durable, rename, directory durable), so a crash at any point leaves what a crash
+//! during `store` leaves, and recovery is the same. No request is completed before the flush
+//! that covers it returned: every 250 still waits for its own message to be on disk.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+
+use tracing::warn;
+
+use crate::error::io_error;
+use crate::{Envelope, FileSpool, QueueId, SpoolError};
+
+/// How the contents of a batch's new files are made durable before they are renamed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyncMode {
+    /// One `syncfs(2)` on the spool's file system for the whole batch: the fewest journal
+    /// commits. It also flushes whatever else is dirty on that file system, so a spool on
+    /// a file system of its own gives the steadiest latency.
+    #[default]
+    Filesystem,
+    /// One `fsync(2)` per file: nothing else on the file system is flushed, at the price of
+    /// (on ext4) about one journal commit per file.
+    Files,
+}
+
+/// Called once with the outcome of a request, from the committer's thread. It must not
+/// block (send on a channel, wake a task).
+pub type Done<T> = Box<dyn FnOnce(Result<T, SpoolError>) + Send>;
+
+enum Job {
+    Store {
+        envelope: Envelope,
+        body: Arc<Vec<u8>>,
+        done: Done<QueueId>,
+    },
+    Remove {
+        id: QueueId,
+        done: Done<()>,
+    },
+}
+
+/// The most requests one batch takes; the rest wait for the next (bounds the time between
+/// a request and its flush when thousands arrive at once).
+const MAX_BATCH: usize = 256;
+
+/// A group-commit writer over a [`FileSpool`]: see the module documentation. Dropping it
+/// finishes the requests already submitted, then stops its thread.
+pub struct Committer {
+    tx: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Committer {
+    /// Starts the committer's thread. `min_free_bytes` (0: no check) refuses a batch's new
+    /// messages with [`SpoolError::NoSpace`] when the spool's file system has less free
+    /// space than that.
+    pub fn start(
+        spool: Arc<FileSpool>,
+        mode: SyncMode,
+        min_free_bytes: u64,
+    ) -> Result<Committer, SpoolError> {
+        spool.check_writable()?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("spool-commit".into())
+            .spawn(move || {
+                loop {
+                    let first = match rx.try_recv() {
+                        Ok(job) => job,
+                        Err(mpsc::TryRecvError::Disconnected) => break,
+                        // Idle: make a spare file now rather than create one on the way to
+                        // a 250 (one at a time, so a request waits for one at most).
+                        Err(mpsc::TryRecvError::Empty) if spool.wants_spare() => {
+                            spool.make_spare();
+                            continue;
+                        }
+                        Err(mpsc::TryRecvError::Empty) => match rx.recv() {
+                            Ok(job) => job,
+                            Err(_) => break,
+                        },
+                    };
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    commit(&spool, mode, min_free_bytes, batch);
+                }
+            })
+            .map_err(|e| io_error(&PathBuf::from("spool-commit thread"), e))?;
+        Ok(Committer {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stores a message like [`Spool::store`](crate::Spool::store), in the next batch.
+    /// `done` gets the new id once the message is durable, or the error (nothing of the
+    /// message is left then).
+    pub fn store(&self, envelope: Envelope, body: Arc<Vec<u8>>, done: Done<QueueId>) {
+        self.send(Job::Store {
+            envelope,
+            body,
+            done,
+        });
+    }
+
+    /// Removes a message like [`Spool::remove`](crate::Spool::remove), in the next batch.
+    pub fn remove(&self, id: QueueId, done: Done<()>) {
+        self.send(Job::Remove { id, done });
+    }
+
+    fn send(&self, job: Job) {
+        let Some(tx) = &self.tx else { return };
+        if let Err(mpsc::SendError(job)) = tx.send(job) {
+            // The thread is gone (it only ends when the sender is dropped, or by a panic).
+            let gone = || {
+                io_error(
+                    &PathBuf::from("spool-commit thread"),
+                    io::Error::other("stopped"),
+                )
+            };
+            match job {
+                Job::Store { done, .. } => done(Err(gone())),
+                Job::Remove { done, .. } => done(Err(gone())),
+            }
+        }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Committer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Committer").finish_non_exhaustive()
+    }
+}
+
+/// A message written under `tmp/`, waiting for its flush and rename.
+struct Written {
+    id: QueueId,
+    path: PathBuf,
+    file: Option<File>,
+    done: Done<QueueId>,
+}
+
+fn commit(spool: &FileSpool, mode: SyncMode, min_free_bytes: u64, batch: Vec<Job>) {
+    let low_space = min_free_bytes > 0
+        && batch.iter().any(|j| matches!(j, Job::Store { .. }))
+        && match spool.free_bytes() {
+            Ok(free) => free < min_free_bytes,
+            Err(e) => {
+                warn!(error = %e, "spool: cannot read the free space");
+                false
+            }
+        };
+    let mut written: Vec<Written> = Vec::new();
+    let mut removed: Vec<Done<()>> = Vec::new();
+    let mut spares = Vec::new();
+    for job in batch {
+        match job {
+            Job::Store {
+                envelope,
+                body,
+                done,
+            } => {
+                if low_space {
+                    done(Err(SpoolError::NoSpace));
+                    continue;
+                }
+                match spool.write_tmp(envelope, &body) {
+                    Ok((id, path, file)) => written.push(Written {
+                        id,
+                        path,
+                        file: Some(file),
+                        done,
+                    }),
+                    Err(e) => done(Err(e)),
+                }
+            }
+            Job::Remove { id, done } => match spool.retire(&id) {
+                Ok(names) => {
+                    spares.extend(names);
+                    removed.push(done);
+                }
+                Err(e) => done(Err(e)),
+            },
+        }
+    }
+
+    // Step 2: the contents and sizes of the new files reach the disk.
+    let fail = |w: Written, e: SpoolError| {
+        drop(w.file);
+        crate::file::remove_quietly(&w.path);
+        (w.done)(Err(e));
+    };
+    match mode {
+        SyncMode::Filesystem => {
+            // The first file of the batch was opened before any of the batch was written,
+            // so syncfs reports any write-back error since (Linux 5.8 and later).
+            let synced = match written.first().and_then(|w| w.file.as_ref()) {
+                Some(file) => rustix::fs::syncfs(file).map_err(io::Error::from),
+                None => Ok(()),
+            };
+            if let Err(e) = synced {
+                let e = io_error(&spool.root().join("tmp"), e);
+                for w in written.drain(..) {
+                    fail(w, replicate(&e));
+                }
+            }
+        }
+        SyncMode::Files => {
+            let mut kept = Vec::with_capacity(written.len());
+            for w in written.drain(..) {
+                let synced = w.file.as_ref().map_or(Ok(()), File::sync_all);
+                match synced {
+                    Ok(()) => kept.push(w),
+                    Err(e) => {
+                        let e = io_error(&w.path, e);
+                        fail(w, e);
+                    }
+                }
+            }
+            written = kept;
+        }
+    }
+
+    // Step 3: the renames (the removals' unlinks are done already).
+    let mut renamed = Vec::with_capacity(written.len());
+    for mut w in written {
+        drop(w.file.take());
+        let to = spool.msg_path(&w.id);
+        match fs::rename(&w.path, &to) {
+            Ok(()) => renamed.push(w),
+            Err(e) => fail(w, io_error(&to, e)),
+        }
+    }
+    if renamed.is_empty() && removed.is_empty() {
+        return;
+    }
+
+    // Step 4: one flush of queue/ for every rename and unlink of the batch.
+    match spool.sync_queue_dir() {
+        Ok(()) => {
+            spool.recycle(spares);
+            for w in renamed {
+                (w.done)(Ok(w.id));
+            }
+            for done in removed {
+                done(Ok(()));
+            }
+        }
+        Err(e) => {
+            // None of these is acknowledged: take the messages back (best effort; one that
+            // survives a crash anyway is delivered, and the client's retry makes a
+            // duplicate, never a loss). A removal may or may not persist: it reports the
+            // error, and a message that comes back is delivered again, never lost.
+            for w in &renamed {
+                crate::file::remove_quietly(&spool.msg_path(&w.id));
+            }
+            if !renamed.is_empty() {
+                let _ = spool.sync_queue_dir();
+            }
+            for w in renamed {
+                (w.done)(Err(replicate(&e)));
+            }
+            for done in removed {
+                done(Err(replicate(&e)));
+            }
+        }
+    }
+}
+
+/// The same error again, for each request of a failed batch.
+fn replicate(e: &SpoolError) -> SpoolError {
+    match e {
+        SpoolError::NoSpace => SpoolError::NoSpace,
+        SpoolError::Io { path, source } => SpoolError::Io {
+            path: path.clone(),
+            source: io::Error::new(source.kind(), source.to_string()),
+        },
+        other => SpoolError::Io {
+            path: PathBuf::new(),
+            source: io::Error::other(other.to_string()),
+        },
+    }
+}
