@@ -201,10 +201,13 @@ async fn start(dir: &Path) -> Result<Lab, String> {
         });
     }
     let dns_addr = lab.dns.as_ref().map(|d| d.addr()).ok_or("no DNS server")?;
+    // The demo stops and restarts exchangers within seconds: it retries fast and does not
+    // remember a stopped exchanger as unreachable (a real relay passes over it for a minute,
+    // so scenario (c) would show mail staying on the backup until then).
     let mut config = relay_config(
         dir,
         "sender",
-        "listen = [\"127.0.0.1:0\"]\nlocal_domains = [\"demo.test\"]\ncatch_all_domains = [\"demo.test\"]\n[delivery]\nfirst_retry_secs = 1\nmax_retry_interval_secs = 1\nconnect_timeout_secs = 5\n[routing]\ntempfail_ttl = 0\n",
+        "listen = [\"127.0.0.1:0\"]\nlocal_domains = [\"demo.test\"]\ncatch_all_domains = [\"demo.test\"]\n[delivery]\nfirst_retry_secs = 1\nmax_retry_interval_secs = 1\nconnect_timeout_secs = 5\nunreachable_memory_secs = 0\n[routing]\ntempfail_ttl = 0\n",
     )?;
     config.dns.nameservers = vec![dns_addr];
     config.dns.timeout_secs = Some(1.0);
