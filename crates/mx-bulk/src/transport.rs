@@ -303,12 +303,7 @@ impl Transport {
                     failure
                 }
             };
-            if worst
-                .as_ref()
-                .is_none_or(|w| failure.telling() > w.telling())
-            {
-                worst = Some(failure);
-            }
+            failure.keep_most_telling(&mut worst);
         }
         (Err(worst.unwrap_or(Failure::Timeout)), Vec::new())
     }

@@ -112,6 +112,8 @@ impl Checker {
             mta_sts: None,
             tls_rpt: None,
         };
+        // The MX RRset is asked for again, raw: hickory-resolver clamps the TTLs it returns
+        // (to a day at most), and the check must judge the TTL the zone publishes.
         let (route, mx) = futures_util::join!(
             self.router.route(domain),
             self.stub.lookup(domain, RecordKind::Mx)

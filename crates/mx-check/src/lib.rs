@@ -9,9 +9,10 @@ pub mod mta_sts;
 pub mod probe;
 pub mod render;
 pub mod report;
-pub mod tls;
 
 pub use error::CheckError;
 pub use finding::{Finding, FindingCode};
 pub use gather::{CheckOptions, Checker};
+/// The TLS plumbing the probe and the policy fetch share with the relay.
+pub use mx_tls as tls;
 pub use report::{DomainReport, Mode};

@@ -281,7 +281,7 @@ pub async fn fetch_policy(
     );
     let name = ServerName::try_from(host.clone())
         .map_err(|_| format!("{host} is not a valid host name"))?;
-    let config = tls::verified_config(opts.tls_roots.clone())?;
+    let config = tls::verified_config(opts.tls_roots.clone()).map_err(|e| e.to_string())?;
     let connector = TlsConnector::from(config);
     let mut last = format!("no address for {host}");
     for ip in addresses {

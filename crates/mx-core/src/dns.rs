@@ -120,6 +120,13 @@ impl Failure {
             Failure::Network(_) => 1,
         }
     }
+
+    /// Keeps in `worst` whichever of it and `self` tells more (the first on a tie).
+    pub fn keep_most_telling(self, worst: &mut Option<Failure>) {
+        if worst.as_ref().is_none_or(|w| self.telling() > w.telling()) {
+            *worst = Some(self);
+        }
+    }
 }
 
 /// What one question produced.

@@ -115,14 +115,7 @@ impl HickoryClient {
         for resolver in &self.resolvers {
             match ask_one(resolver, name.clone(), rtype).await {
                 Ok(answer) => return Ok(answer),
-                Err(failure) => {
-                    if worst
-                        .as_ref()
-                        .is_none_or(|w| failure.telling() > w.telling())
-                    {
-                        worst = Some(failure);
-                    }
-                }
+                Err(failure) => failure.keep_most_telling(&mut worst),
             }
         }
         Err(worst.unwrap_or(Failure::Network("no nameserver".into())))

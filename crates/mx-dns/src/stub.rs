@@ -204,14 +204,7 @@ impl StubResolver {
         for &server in &self.servers {
             match self.ask_server(server, &qname, kind).await {
                 Ok(answer) => return Ok(answer),
-                Err(failure) => {
-                    if worst
-                        .as_ref()
-                        .is_none_or(|w| failure.telling() > w.telling())
-                    {
-                        worst = Some(failure);
-                    }
-                }
+                Err(failure) => failure.keep_most_telling(&mut worst),
             }
         }
         Err(worst.unwrap_or_else(|| Failure::Network("no nameserver".into())))

@@ -6,7 +6,7 @@
 //! counters: the tests here run one at a time (LOCK), feed the sender over a single SMTP
 //! connection, and reason about differences.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -67,39 +67,14 @@ async fn sender(dir: &Path, dns: SocketAddr, port: u16, delivery: &str) -> Relay
 
 /// Send `subjects.len()` messages to bob@remote.example over one SMTP connection.
 fn send_many(addr: SocketAddr, subjects: &[String]) {
-    let stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut r = BufReader::new(stream.try_clone().unwrap());
-    let mut w = stream;
-    let mut reply = || {
-        let mut all = String::new();
-        loop {
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            all.push_str(&line);
-            if line.len() < 4 || line.as_bytes()[3] == b' ' {
-                return all;
-            }
-        }
-    };
-    assert!(reply().starts_with("220"));
-    let mut say = |line: String| {
-        w.write_all(line.as_bytes()).unwrap();
-        reply()
-    };
-    assert!(say("EHLO client.test\r\n".into()).starts_with("250"));
-    for subject in subjects {
-        assert!(say("MAIL FROM:<alice@home.example>\r\n".into()).starts_with("250"));
-        assert!(say("RCPT TO:<bob@remote.example>\r\n".into()).starts_with("250"));
-        assert!(say("DATA\r\n".into()).starts_with("354"));
-        let done = say(format!(
-            "Subject: {subject}\r\n\r\nhello {subject}\r\n.\r\n"
-        ));
+    for done in mail_lab::send_many(
+        addr,
+        "alice@home.example",
+        &["bob@remote.example"],
+        subjects,
+    ) {
         assert!(done.starts_with("250"), "{done}");
     }
-    let _ = say("QUIT\r\n".into());
 }
 
 fn subjects(prefix: &str, n: usize) -> Vec<String> {

@@ -117,17 +117,7 @@ impl FileSpool {
             Err(TryLockError::WouldBlock) => return Err(SpoolError::Locked { path: lock_path }),
             Err(TryLockError::Error(e)) => return Err(io_error(&lock_path, e)),
         }
-        let spool = FileSpool {
-            root: root.to_path_buf(),
-            tmp: root.join("tmp"),
-            queue: root.join("queue"),
-            quarantine: root.join("quarantine"),
-            spare: root.join("spare"),
-            spares: Mutex::new(VecDeque::new()),
-            stock_paused: Mutex::new(None),
-            _lock: Some(lock),
-            stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
-        };
+        let spool = FileSpool::at(root, Some(lock));
         spool.check_or_create_layout()?;
         let report = spool.recover()?;
         info!(
@@ -138,6 +128,22 @@ impl FileSpool {
             "spool opened"
         );
         Ok((spool, report))
+    }
+
+    /// The handle on the spool at `root`; `lock` is the held flock of a writer, `None` for
+    /// a reader.
+    fn at(root: &Path, lock: Option<File>) -> FileSpool {
+        FileSpool {
+            root: root.to_path_buf(),
+            tmp: root.join("tmp"),
+            queue: root.join("queue"),
+            quarantine: root.join("quarantine"),
+            spare: root.join("spare"),
+            spares: Mutex::new(VecDeque::new()),
+            stock_paused: Mutex::new(None),
+            _lock: lock,
+            stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+        }
     }
 
     /// Opens an existing spool for reading only, beside a relay that may hold it open: no
@@ -151,17 +157,7 @@ impl FileSpool {
         if found != VERSION_TEXT.trim() {
             return Err(SpoolError::Version { found });
         }
-        Ok(FileSpool {
-            root: root.to_path_buf(),
-            tmp: root.join("tmp"),
-            queue: root.join("queue"),
-            quarantine: root.join("quarantine"),
-            spare: root.join("spare"),
-            spares: Mutex::new(VecDeque::new()),
-            stock_paused: Mutex::new(None),
-            _lock: None,
-            stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
-        })
+        Ok(FileSpool::at(root, None))
     }
 
     pub(crate) fn check_writable(&self) -> Result<(), SpoolError> {

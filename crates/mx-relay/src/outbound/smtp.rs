@@ -195,7 +195,11 @@ mod transport {
             client: ClientConfig,
             connect_timeout: Duration,
         ) -> Result<Self, crate::RelayError> {
-            let tls = opportunistic_tls().map_err(|e| crate::RelayError::Tls(e.to_string()))?;
+            // Opportunistic STARTTLS between MTAs: encrypt, but accept any certificate, as
+            // MTAs do without MTA-STS or DANE (RFC 7435). Refusing unverifiable certificates
+            // here would only push the mail back to plain text.
+            let tls =
+                mx_tls::accept_any_config().map_err(|e| crate::RelayError::Tls(e.to_string()))?;
             Ok(SmtpTransport {
                 client,
                 connect_timeout,
@@ -714,110 +718,11 @@ mod transport {
         host.to_ascii_lowercase()
     }
 
-    /// Bundles of system CA certificates, the first one found is used.
-    const SYSTEM_BUNDLES: &[&str] = &[
-        "/etc/ssl/certs/ca-certificates.crt",
-        "/etc/pki/tls/certs/ca-bundle.crt",
-        "/etc/ssl/cert.pem",
-    ];
-
-    /// Verified STARTTLS for `require_tls_domains`: rustls' WebPKI verifier over the
-    /// system's CA bundle (when there is one) and the certificates of `ca_file`.
+    /// Verified STARTTLS for `require_tls_domains`: WebPKI over the system's CA bundle and
+    /// the certificates of `ca_file`.
     fn verified_tls(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        if let Some(bundle) = SYSTEM_BUNDLES.iter().find(|p| Path::new(p).is_file())
-            && let Ok(certs) = CertificateDer::pem_file_iter(bundle)
-        {
-            roots.add_parsable_certificates(certs.filter_map(Result::ok));
-        }
-        if let Some(path) = ca_file {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("delivery.tls_ca_file {}: {e}", path.display()))?;
-            let (added, _) = roots.add_parsable_certificates(certs);
-            if added == 0 {
-                return Err(format!(
-                    "delivery.tls_ca_file {}: no usable CA certificate",
-                    path.display()
-                ));
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
-            Arc::new(roots),
-            provider.clone(),
-        )
-        .build()
-        .map_err(|e| e.to_string())?;
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_webpki_verifier(verifier)
-            .with_no_client_auth();
-        Ok(Arc::new(config))
-    }
-
-    /// Opportunistic STARTTLS between MTAs: encrypt, but accept any certificate, as MTAs do
-    /// without MTA-STS or DANE (RFC 7435). Refusing unverifiable certificates here would
-    /// only push the mail back to plain text.
-    fn opportunistic_tls() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-            .with_no_client_auth();
-        Ok(Arc::new(config))
-    }
-
-    #[derive(Debug)]
-    struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-    impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
-        fn verify_server_cert(
-            &self,
-            _end_entity: &rustls::pki_types::CertificateDer<'_>,
-            _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp: &[u8],
-            _now: rustls::pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &rustls::pki_types::CertificateDer<'_>,
-            dss: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &rustls::pki_types::CertificateDer<'_>,
-            dss: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
+        let roots = mx_tls::roots(ca_file).map_err(|e| format!("delivery.tls_ca_file {e}"))?;
+        mx_tls::verified_config(Arc::new(roots)).map_err(|e| e.to_string())
     }
 
     /// Keep the StartTls import meaningful for callers building configs.

@@ -52,6 +52,12 @@ pub async fn lab(zone: &str) -> LabDns {
 
 /// Send one message with a plain SMTP client; returns the reply to the final dot.
 pub fn send(addr: SocketAddr, from: &str, rcpts: &[&str], subject: &str) -> String {
+    send_many(addr, from, rcpts, &[subject.to_string()]).remove(0)
+}
+
+/// Send one message per subject over a single SMTP connection; returns the replies to the
+/// final dots, in order.
+pub fn send_many(addr: SocketAddr, from: &str, rcpts: &[&str], subjects: &[String]) -> Vec<String> {
     let stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
@@ -75,17 +81,20 @@ pub fn send(addr: SocketAddr, from: &str, rcpts: &[&str], subject: &str) -> Stri
         reply()
     };
     assert!(say("EHLO client.test\r\n".into()).starts_with("250"));
-    assert!(say(format!("MAIL FROM:<{from}>\r\n")).starts_with("250"));
-    for rc in rcpts {
-        let got = say(format!("RCPT TO:<{rc}>\r\n"));
-        assert!(got.starts_with("250"), "RCPT {rc}: {got}");
+    let mut replies = Vec::new();
+    for subject in subjects {
+        assert!(say(format!("MAIL FROM:<{from}>\r\n")).starts_with("250"));
+        for rc in rcpts {
+            let got = say(format!("RCPT TO:<{rc}>\r\n"));
+            assert!(got.starts_with("250"), "RCPT {rc}: {got}");
+        }
+        assert!(say("DATA\r\n".into()).starts_with("354"));
+        replies.push(say(format!(
+            "Subject: {subject}\r\n\r\nhello {subject}\r\n.\r\n"
+        )));
     }
-    assert!(say("DATA\r\n".into()).starts_with("354"));
-    let done = say(format!(
-        "Subject: {subject}\r\n\r\nhello {subject}\r\n.\r\n"
-    ));
     let _ = say("QUIT\r\n".into());
-    done
+    replies
 }
 
 /// Every message in a mailbox's `new/`.

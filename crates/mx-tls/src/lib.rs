@@ -1,6 +1,9 @@
-//! TLS plumbing shared by the SMTP probe and the MTA-STS policy fetch: the trust roots
-//! (system bundle plus `--ca-file`), the ring provider, the accept-any verifier that lets a
-//! probe finish its handshake whatever the certificate, and readable certificate errors.
+//! TLS client plumbing shared by the relay's delivery and `mxroute check`: trust anchors
+//! (system bundle plus a CA file), verified and accept-any client configurations.
+//!
+//! Accept-any is what MTAs use for opportunistic STARTTLS (RFC 7435) and what a probe needs
+//! to finish a handshake and judge the certificate afterwards; certificate errors are spelled
+//! out in readable phrases.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,6 +13,17 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+/// What can go wrong building a client configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The extra CA file is unreadable or holds no usable certificate.
+    #[error("{path}: {message}")]
+    CaFile { path: String, message: String },
+    /// rustls refused the configuration.
+    #[error("{0}")]
+    Config(#[from] rustls::Error),
+}
 
 /// Where the system's CA bundle lives, by distribution; the first that exists is used.
 pub const SYSTEM_BUNDLES: &[&str] = &[
@@ -21,7 +35,7 @@ pub const SYSTEM_BUNDLES: &[&str] = &[
 /// The trust roots: every parsable certificate of the first system bundle that exists
 /// (none is not an error: the store may then hold only `extra_ca_file`'s), plus every
 /// certificate of `extra_ca_file`, which must be readable and hold at least one usable one.
-pub fn roots(extra_ca_file: Option<&Path>) -> Result<RootCertStore, String> {
+pub fn roots(extra_ca_file: Option<&Path>) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     if let Some(bundle) = SYSTEM_BUNDLES.iter().find(|p| Path::new(p).is_file())
         && let Ok(certs) = CertificateDer::pem_file_iter(bundle)
@@ -29,15 +43,19 @@ pub fn roots(extra_ca_file: Option<&Path>) -> Result<RootCertStore, String> {
         roots.add_parsable_certificates(certs.filter_map(Result::ok));
     }
     if let Some(path) = extra_ca_file {
+        let ca_file = |message: String| TlsError::CaFile {
+            path: path.display().to_string(),
+            message,
+        };
         let certs = CertificateDer::pem_file_iter(path)
             .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|e| ca_file(e.to_string()))?;
         if certs.is_empty() {
-            return Err(format!("{}: no certificate in the file", path.display()));
+            return Err(ca_file("no certificate in the file".into()));
         }
         let (added, _) = roots.add_parsable_certificates(certs);
         if added == 0 {
-            return Err(format!("{}: no usable CA certificate", path.display()));
+            return Err(ca_file("no usable CA certificate".into()));
         }
     }
     Ok(roots)
@@ -51,11 +69,10 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// A client configuration that completes the handshake with any certificate (signatures
 /// over the handshake are still checked), so a probe can capture the chain and judge it
 /// afterwards with [`rustls::client::WebPkiServerVerifier`].
-pub fn accept_any_config() -> Result<Arc<rustls::ClientConfig>, String> {
+pub fn accept_any_config() -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let provider = provider();
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
         .with_no_client_auth();
@@ -63,10 +80,9 @@ pub fn accept_any_config() -> Result<Arc<rustls::ClientConfig>, String> {
 }
 
 /// A client configuration that verifies the server against `roots` (WebPKI, with the name).
-pub fn verified_config(roots: Arc<RootCertStore>) -> Result<Arc<rustls::ClientConfig>, String> {
+pub fn verified_config(roots: Arc<RootCertStore>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
@@ -179,7 +195,9 @@ mod tests {
 
     #[test]
     fn missing_ca_file_names_the_file() {
-        let err = roots(Some(Path::new("/nonexistent/ca.pem"))).unwrap_err();
+        let err = roots(Some(Path::new("/nonexistent/ca.pem")))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/nonexistent/ca.pem"), "{err}");
     }
 
@@ -188,7 +206,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("empty.pem");
         std::fs::write(&path, "no certificates here\n").unwrap();
-        let err = roots(Some(&path)).unwrap_err();
+        let err = roots(Some(&path)).unwrap_err().to_string();
         assert!(
             err.contains("empty.pem") && err.contains("no certificate"),
             "{err}"
