@@ -15,10 +15,6 @@
 //! 4. fsyncs `queue/` once, which makes every rename and unlink of the batch durable;
 //! 5. only then completes each request.
 //!
-//! Removals are in no hurry (nobody waits for a reply on them), stores are: a batch of
-//! removals only waits up to [`REMOVAL_WAIT`] for a store to share its flushes with, so that
-//! under load a delivered message's removal costs no flush of its own.
-//!
 //! When it has nothing to do, the committer keeps a stock of spare files (see `file.rs`) so
 //! that a burst of new messages writes over existing files instead of creating them on the
 //! way to their 250.
@@ -33,7 +29,6 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use tracing::warn;
 
@@ -73,11 +68,6 @@ enum Job {
 /// a request and its flush when thousands arrive at once).
 const MAX_BATCH: usize = 256;
 
-/// How long a batch of removals only waits for a store to come and share its flushes. A
-/// store ends the wait at once; a crash during it loses nothing (the message is delivered
-/// again, as after a crash before any removal's flush).
-const REMOVAL_WAIT: Duration = Duration::from_millis(20);
-
 /// A group-commit writer over a [`FileSpool`]: see the module documentation. Dropping it
 /// finishes the requests already submitted, then stops its thread.
 pub struct Committer {
@@ -114,7 +104,13 @@ impl Committer {
                             Err(_) => break,
                         },
                     };
-                    let batch = gather(&rx, first);
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
                     commit(&spool, mode, min_free_bytes, batch);
                 }
             })
@@ -172,31 +168,6 @@ impl std::fmt::Debug for Committer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Committer").finish_non_exhaustive()
     }
-}
-
-/// A batch: `first` and whatever waits behind it, with no waiting for more unless the batch
-/// holds removals only (see [`REMOVAL_WAIT`]).
-fn gather(rx: &mpsc::Receiver<Job>, first: Job) -> Vec<Job> {
-    let mut stores = matches!(first, Job::Store { .. });
-    let mut batch = vec![first];
-    let mut deadline = None;
-    while batch.len() < MAX_BATCH {
-        let next = match rx.try_recv() {
-            Ok(job) => job,
-            Err(mpsc::TryRecvError::Disconnected) => break,
-            Err(mpsc::TryRecvError::Empty) if stores => break,
-            Err(mpsc::TryRecvError::Empty) => {
-                let until = *deadline.get_or_insert_with(|| Instant::now() + REMOVAL_WAIT);
-                match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                    Ok(job) => job,
-                    Err(_) => break,
-                }
-            }
-        };
-        stores |= matches!(next, Job::Store { .. });
-        batch.push(next);
-    }
-    batch
 }
 
 /// A message written under `tmp/`, waiting for its flush and rename.
@@ -346,78 +317,5 @@ fn replicate(e: &SpoolError) -> SpoolError {
             path: PathBuf::new(),
             source: io::Error::other(other.to_string()),
         },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn store() -> Job {
-        Job::Store {
-            envelope: Envelope::new("a@example.com", vec!["b@example.com".into()]),
-            body: Arc::new(b"x\r\n".to_vec()),
-            done: Box::new(|_| {}),
-        }
-    }
-
-    fn remove() -> Job {
-        Job::Remove {
-            id: QueueId::generate(),
-            done: Box::new(|_| {}),
-        }
-    }
-
-    fn kinds(batch: &[Job]) -> String {
-        batch
-            .iter()
-            .map(|j| match j {
-                Job::Store { .. } => 's',
-                Job::Remove { .. } => 'r',
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_batch_with_a_store_takes_what_waits_and_goes() {
-        let (tx, rx) = mpsc::channel();
-        tx.send(remove()).unwrap();
-        tx.send(store()).unwrap();
-        let started = Instant::now();
-        let batch = gather(&rx, store());
-        assert_eq!(kinds(&batch), "srs");
-        assert!(
-            started.elapsed() < REMOVAL_WAIT,
-            "waited with a store in hand"
-        );
-    }
-
-    #[test]
-    fn removals_wait_for_a_store_to_share_its_flushes() {
-        let (tx, rx) = mpsc::channel();
-        tx.send(remove()).unwrap();
-        // The store comes while the removals wait: it joins them, and ends the wait.
-        let sender = std::thread::spawn(move || {
-            tx.send(store()).unwrap();
-            tx
-        });
-        let batch = gather(&rx, remove());
-        assert_eq!(kinds(&batch), "rrs");
-        drop(sender.join().unwrap());
-    }
-
-    #[test]
-    fn removals_alone_go_after_the_wait() {
-        let (tx, rx) = mpsc::channel();
-        tx.send(remove()).unwrap();
-        let started = Instant::now();
-        let batch = gather(&rx, remove());
-        assert_eq!(kinds(&batch), "rr");
-        assert!(started.elapsed() >= REMOVAL_WAIT);
-        // A stopping committer (sender gone) does not wait.
-        drop(tx);
-        let started = Instant::now();
-        assert_eq!(kinds(&gather(&rx, remove())), "r");
-        assert!(started.elapsed() < REMOVAL_WAIT);
     }
 }
