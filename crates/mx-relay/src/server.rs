@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mx_dns::{ClientOptions, HickoryClient, Nameservers, RouteCache, Router};
 use mx_smtp::ClientConfig;
@@ -274,6 +274,35 @@ impl Conn {
     }
 }
 
+/// A message stored and handed to delivery, whose 250 is about to be written: logged and
+/// timed just before that write, so that `accept_us` covers everything the client waits for
+/// after its final dot.
+struct Accepted {
+    id: QueueId,
+    from: String,
+    recipients: usize,
+    size: usize,
+    /// When the session recognised the final dot.
+    ended: Instant,
+}
+
+/// Writes `out` (replies, 250s among them) after logging and timing the messages they accept.
+async fn send(
+    conn: &mut Conn,
+    out: &[u8],
+    accepted: &mut Vec<Accepted>,
+    ip: IpAddr,
+) -> std::io::Result<()> {
+    for a in accepted.drain(..) {
+        let elapsed = a.ended.elapsed();
+        let accept_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        tracing::info!(queue_id = %a.id, client = %ip, from = %a.from, recipients = a.recipients, size = a.size, accept_us, "message accepted");
+        metrics::message_accepted(a.size);
+        metrics::accept_latency(elapsed.as_secs_f64());
+    }
+    conn.write_all(out).await
+}
+
 async fn write_flush<S: AsyncWrite + Unpin>(s: &mut S, bytes: &[u8]) -> std::io::Result<()> {
     s.write_all(bytes).await?;
     s.flush().await
@@ -359,17 +388,18 @@ async fn run_session(
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut out: Vec<u8> = Vec::new();
+    let mut accepted: Vec<Accepted> = Vec::new();
     let mut shutdown_deadline: Option<tokio::time::Instant> = None;
     loop {
         while let Some(event) = session.next_event() {
             match event {
                 Event::Reply(reply) => out.extend_from_slice(&reply.to_bytes()),
                 Event::Close => {
-                    conn.write_all(&out).await?;
+                    send(conn, &out, &mut accepted, ip).await?;
                     return Ok(());
                 }
                 Event::StartTls => {
-                    conn.write_all(&out).await?;
+                    send(conn, &out, &mut accepted, ip).await?;
                     out.clear();
                     let Some(acceptor) = shared.tls.clone() else {
                         return Ok(());
@@ -430,17 +460,23 @@ async fn run_session(
                     let _ = session.auth_decision(ok);
                 }
                 Event::Message(message) => {
-                    let decision = accept_message(shared, ip, session, message).await;
+                    // The session hands the message over as soon as it has read the final
+                    // dot: this is where the client starts waiting for its 250.
+                    let ended = Instant::now();
+                    let (decision, stored) = accept_message(shared, ip, session, message).await;
+                    if let Some(stored) = stored {
+                        accepted.push(Accepted { ended, ..stored });
+                    }
                     let _ = session.message_decision(decision);
                 }
             }
         }
         if session.is_closed() {
-            conn.write_all(&out).await?;
+            send(conn, &out, &mut accepted, ip).await?;
             return Ok(());
         }
         if !out.is_empty() {
-            conn.write_all(&out).await?;
+            send(conn, &out, &mut accepted, ip).await?;
             out.clear();
         }
         if *stop.borrow() && shutdown_deadline.is_none() {
@@ -485,7 +521,7 @@ async fn run_session(
             while let Some(Event::Reply(reply)) = session.next_event() {
                 out.extend_from_slice(&reply.to_bytes());
             }
-            let _ = conn.write_all(&out).await;
+            let _ = send(conn, &out, &mut accepted, ip).await;
             return Ok(());
         }
     }
@@ -496,7 +532,7 @@ async fn accept_message(
     ip: IpAddr,
     session: &ServerSession,
     message: mx_smtp::Message,
-) -> MessageDecision {
+) -> (MessageDecision, Option<Accepted>) {
     // SMTP smuggling through NUL: mx-smtp refuses bare CR and LF but lets NUL octets through,
     // so `CRLF NUL . CRLF` followed by commands was stored as one message. Relayed verbatim,
     // it would end early at a next hop that drops NUL octets (some do), and the rest would
@@ -504,11 +540,12 @@ async fn accept_message(
     // (RFC 5322 §3.5, RFC 6152 §2), which is not offered: refused whole, before the spool.
     if message.body.contains(&0) {
         tracing::info!(client = %ip, reason = "nul_octet", "message refused");
-        return MessageDecision::Rejected(Reply::new(
+        let reply = Reply::new(
             550,
             status("5.6.0"),
             "Message refused: it contains a NUL octet",
-        ));
+        );
+        return (MessageDecision::Rejected(reply), None);
     }
     let env = &message.envelope;
     let now = SystemTime::now()
@@ -554,18 +591,24 @@ async fn accept_message(
         }),
     );
     let stored = stored.await;
-    match stored {
+    let decision = match stored {
         Ok(Ok(id)) => {
-            tracing::info!(queue_id = %id, client = %ip, from = %from, recipients = rcpts, size = message.body.len(), "message accepted");
-            metrics::message_accepted(message.body.len());
             // The spool set these in its copy; the engine's must match.
             queued.id = id.clone();
             queued.size = body.len() as u64;
             shared.fresh.insert(queued, body);
             let _ = shared.local.send(id.clone());
-            MessageDecision::Accepted {
+            let decision = MessageDecision::Accepted {
                 queue_id: id.to_string(),
-            }
+            };
+            let accepted = Accepted {
+                id,
+                from,
+                recipients: rcpts,
+                size: message.body.len(),
+                ended: Instant::now(),
+            };
+            return (decision, Some(accepted));
         }
         Ok(Err(SpoolError::NoSpace)) => {
             tracing::warn!(client = %ip, from = %from, reason = "no_space", "message refused");
@@ -593,7 +636,8 @@ async fn accept_message(
                 "Local error, try again later",
             ))
         }
-    }
+    };
+    (decision, None)
 }
 
 fn status(text: &str) -> Option<EnhancedStatus> {

@@ -85,6 +85,12 @@ async fn metrics_count_accepted_messages_and_refusals() {
     .unwrap();
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
     assert!(body.contains("mxroute_messages_accepted_total 1"), "{body}");
+    // End of DATA to 250, as a histogram with buckets around the 20 ms target.
+    assert!(body.contains("mxroute_accept_seconds_count 1"), "{body}");
+    assert!(
+        body.contains("mxroute_accept_seconds_bucket{le=\"0.02\"}"),
+        "{body}"
+    );
     assert!(body.contains("mxroute_smtp_connections_total"), "{body}");
     assert!(body.contains("mxroute_spool_messages"), "{body}");
     relay.shutdown().await;

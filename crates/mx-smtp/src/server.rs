@@ -980,7 +980,7 @@ impl ServerSession {
 
 /// The position of the first CRLF.
 fn find_crlf(bytes: &[u8]) -> Option<usize> {
-    bytes.windows(2).position(|w| w == b"\r\n")
+    memchr::memmem::find(bytes, b"\r\n")
 }
 
 fn check_rejection(reply: &Reply) -> Result<(), SmtpError> {

@@ -222,12 +222,21 @@ impl FileSpool {
     fn write_scratch(&self, fresh: &Path, parts: &[&[u8]]) -> Result<(PathBuf, File), SpoolError> {
         let (path, mut file) = self.scratch(fresh).map_err(|e| io_error(fresh, e))?;
         let written = (|| {
-            let mut len = 0u64;
-            for part in parts {
-                file.write_all(part)?;
-                len += part.len() as u64;
+            // One write for head and body together (a message is its head and its body):
+            // a syscall per part is a syscall more per message.
+            let len: usize = parts.iter().map(|p| p.len()).sum();
+            let mut slices: Vec<io::IoSlice<'_>> =
+                parts.iter().map(|p| io::IoSlice::new(p)).collect();
+            let mut rest = &mut slices[..];
+            while !rest.is_empty() {
+                match file.write_vectored(rest) {
+                    Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                    Ok(n) => io::IoSlice::advance_slices(&mut rest, n),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
             }
-            file.set_len(len)
+            file.set_len(len as u64)
         })();
         match written {
             Ok(()) => Ok((path, file)),
@@ -278,6 +287,13 @@ impl FileSpool {
                 .unwrap_or_else(|p| p.into_inner())
                 .extend(names);
         }
+    }
+
+    /// Whether message `id` is in the queue and has never been tried (it has no state file
+    /// yet). An error reading either counts as "no": the caller then reads the spool.
+    pub fn is_untried(&self, id: &QueueId) -> bool {
+        fs::symlink_metadata(self.msg_path(id)).is_ok()
+            && matches!(fs::symlink_metadata(self.state_path(id)), Err(e) if e.kind() == io::ErrorKind::NotFound)
     }
 
     fn state_path(&self, id: &QueueId) -> PathBuf {

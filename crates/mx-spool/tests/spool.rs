@@ -88,6 +88,9 @@ fn round_trip_store_list_load_body_update_remove() {
     assert!(raw.starts_with(b"MXSPOOL1 "));
     assert!(raw.ends_with(&body(0)));
 
+    // Untried until a run leaves a state.
+    assert!(ids.iter().all(|id| spool.is_untried(id)));
+
     // update_state is durable and visible.
     let mut state = spool.load(&ids[1]).unwrap().state;
     state.recipients[0].status = RecipientStatus::Delivered;
@@ -99,6 +102,7 @@ fn round_trip_store_list_load_body_update_remove() {
     state.last_error = Some("451 4.7.1 greylisted".into());
     spool.update_state(&ids[1], &state).unwrap();
     assert_eq!(spool.load(&ids[1]).unwrap().state, state);
+    assert!(!spool.is_untried(&ids[1]));
     assert!(
         root.join("queue")
             .join(format!("{}.state", ids[1]))
@@ -117,6 +121,9 @@ fn round_trip_store_list_load_body_update_remove() {
 
     // remove() takes the message and its state.
     spool.remove(&ids[1]).unwrap();
+    let gone = spool.store(envelope(3), &body(3)).unwrap();
+    spool.remove(&gone).unwrap();
+    assert!(!spool.is_untried(&gone), "removed before any state");
     assert_eq!(spool.list().unwrap(), vec![ids[0].clone(), ids[2].clone()]);
     assert!(matches!(spool.load(&ids[1]), Err(SpoolError::NotFound(_))));
     assert!(matches!(spool.body(&ids[1]), Err(SpoolError::NotFound(_))));

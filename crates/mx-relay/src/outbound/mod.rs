@@ -173,6 +173,9 @@ impl Engine {
             };
             for id in ids {
                 if !self.claim(&id) {
+                    // A run is on it already, and has taken its copy in memory if it was
+                    // there when it started; one handed over since would never be taken.
+                    drop(self.fresh.take(&id));
                     continue;
                 }
                 let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -252,6 +255,13 @@ impl Engine {
     /// network), then each remote domain over its route.
     pub async fn deliver_message(&self, id: &QueueId, force: bool) -> Result<(), SpoolError> {
         let fresh = self.fresh.take(id);
+        // The periodic scan sees a message as soon as it is renamed into queue/, which is
+        // before the server hands it over: a run from the spool may have started first, and
+        // be over by now. Then the message is gone or has a state, and the copy in memory
+        // must not be delivered a second time.
+        if fresh.is_some() && !self.spool.is_untried(id) {
+            return Ok(());
+        }
         let (message, body) = match fresh {
             Some((envelope, body)) => (
                 QueuedMessage {

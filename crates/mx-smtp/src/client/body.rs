@@ -5,13 +5,12 @@
 /// `\n.\n` as the end of data (SMTP smuggling), and repairing it here would change a
 /// message that may be signed (DKIM).
 pub(crate) fn has_bare_cr_or_lf(body: &[u8]) -> bool {
-    let mut i = 0;
-    while let Some(&b) = body.get(i) {
-        match b {
-            b'\r' if body.get(i + 1) == Some(&b'\n') => i += 2,
-            b'\r' | b'\n' => return true,
-            _ => i += 1,
+    let mut rest = body;
+    while let Some(k) = memchr::memchr2(b'\r', b'\n', rest) {
+        if rest[k] == b'\n' || rest.get(k + 1) != Some(&b'\n') {
+            return true;
         }
+        rest = &rest[k + 2..];
     }
     false
 }
@@ -41,11 +40,12 @@ impl DotStuffer {
             if line_start && body[self.pos] == b'.' {
                 out.push(b'.');
             }
-            let line_end = body[self.pos..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(body.len(), |lf| self.pos + lf + 1);
-            let take = (line_end - self.pos).min(max.saturating_sub(out.len()).max(1));
+            // Only a line that starts with a dot needs anything added, so copy everything up
+            // to the next `LF .` (or the end of the block) in one go.
+            let room = max.saturating_sub(out.len()).max(1);
+            let end = body.len().min(self.pos + room);
+            let take = memchr::memmem::find(&body[self.pos..end], b"\n.")
+                .map_or(end - self.pos, |lf| lf + 1);
             out.extend_from_slice(&body[self.pos..self.pos + take]);
             self.pos += take;
         }
@@ -76,6 +76,101 @@ mod tests {
             if last {
                 return out;
             }
+        }
+    }
+
+    /// The octet-at-a-time stuffing the block stuffer must agree with.
+    fn reference_stuff(body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, &b) in body.iter().enumerate() {
+            if b == b'.' && (i == 0 || body[i - 1] == b'\n') {
+                out.push(b'.');
+            }
+            out.push(b);
+        }
+        if !body.is_empty() && !body.ends_with(b"\r\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+        out
+    }
+
+    fn reference_bare(body: &[u8]) -> bool {
+        body.iter().enumerate().any(|(i, &b)| match b {
+            b'\r' => body.get(i + 1) != Some(&b'\n'),
+            b'\n' => i == 0 || body[i - 1] != b'\r',
+            _ => false,
+        })
+    }
+
+    /// A CRLF-clean body from `lines` (no CR or LF in them), the last without CRLF when
+    /// `open_end`.
+    fn clean_body(lines: &[Vec<u8>], open_end: bool) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            body.extend_from_slice(line);
+            if !(open_end && i + 1 == lines.len()) {
+                body.extend_from_slice(b"\r\n");
+            }
+        }
+        body
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2048,
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// The bare CR/LF check agrees with the octet-at-a-time one.
+        #[test]
+        fn bare_matches_reference(
+            bytes in proptest::collection::vec(
+                proptest::sample::select(b"\r\n\r\nab".to_vec()),
+                0..200,
+            ),
+        ) {
+            proptest::prop_assert_eq!(has_bare_cr_or_lf(&bytes), reference_bare(&bytes));
+        }
+
+        /// Stuffing in blocks of any size gives the reference's octets, and the server's
+        /// decoder, fed those octets cut anywhere, gives back the body (with the CRLF the
+        /// terminator needs) and stops right after the terminator.
+        #[test]
+        fn stuff_then_decode_round_trips(
+            lines in proptest::collection::vec(
+                proptest::collection::vec(proptest::sample::select(b"..ab ".to_vec()), 0..30),
+                0..20,
+            ),
+            open_end in proptest::bool::ANY,
+            max in 1usize..100,
+            cuts in proptest::collection::vec(0usize..800, 0..30),
+        ) {
+            let body = clean_body(&lines, open_end);
+            proptest::prop_assert!(!has_bare_cr_or_lf(&body));
+            let wire = stuff(&body, max);
+            proptest::prop_assert_eq!(&wire, &reference_stuff(&body));
+
+            let mut decoder = crate::data::DotDecoder::new();
+            let mut sink = crate::data::BodySink::new(1 << 20, 1 << 20);
+            let mut consumed = 0;
+            let mut ended = false;
+            for piece in crate::data::tests::pieces(&wire, &cuts) {
+                let (n, end) = decoder.decode(&piece, &mut sink);
+                consumed += n;
+                if end {
+                    ended = true;
+                    break;
+                }
+            }
+            proptest::prop_assert!(ended);
+            proptest::prop_assert_eq!(consumed, wire.len());
+            let mut want = body.clone();
+            if !want.is_empty() && !want.ends_with(b"\r\n") {
+                want.extend_from_slice(b"\r\n");
+            }
+            proptest::prop_assert_eq!(sink.finish(), Ok(want));
         }
     }
 
