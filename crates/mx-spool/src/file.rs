@@ -290,7 +290,8 @@ impl FileSpool {
     }
 
     /// Whether message `id` is in the queue and has never been tried (it has no state file
-    /// yet). An error reading either counts as "no": the caller then reads the spool.
+    /// yet). An error reading either counts as "no": the caller then leaves the message to
+    /// the queue scan, which reads it from the spool.
     pub fn is_untried(&self, id: &QueueId) -> bool {
         fs::symlink_metadata(self.msg_path(id)).is_ok()
             && matches!(fs::symlink_metadata(self.state_path(id)), Err(e) if e.kind() == io::ErrorKind::NotFound)
