@@ -8,6 +8,7 @@
 pub mod cache;
 pub mod engine;
 pub mod input;
+mod mmsg;
 pub mod output;
 pub mod pipeline;
 pub mod transport;

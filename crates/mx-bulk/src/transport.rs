@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::BulkError;
+use crate::mmsg;
 use crate::wire::{self, Classified};
 
 /// Receive buffer asked of the kernel for each socket: a window of answers arriving at once
@@ -434,42 +435,42 @@ fn open_udp(server: SocketAddr) -> Result<UdpSocket, BulkError> {
 /// One socket's receive loop: every datagram is decoded and handed to the question it answers,
 /// or dropped if it answers none (wrong id, wrong server, wrong question).
 async fn receive(side: Arc<UdpSide>, counters: Arc<TransportCounters>) {
-    let mut buf = vec![0u8; 65_535];
+    let mut batch = mmsg::RecvBatch::new();
     loop {
-        let (len, src) = match side.socket.recv_from(&mut buf).await {
-            Ok(received) => received,
-            Err(error) => {
-                // An ICMP error surfacing from an earlier send; the socket is still fine.
-                tracing::debug!(%error, "UDP receive error");
-                continue;
+        let received = batch.receive(&side.socket).await;
+        for (datagram, src) in received {
+            deliver(&side, &counters, datagram, src);
+        }
+    }
+}
+
+/// Matches one datagram to its question (RFC 5452) and hands the decoded answer over.
+fn deliver(side: &UdpSide, counters: &TransportCounters, datagram: &[u8], src: SocketAddr) {
+    let Some((header, queries, rest)) = wire::decode_head(datagram) else {
+        counters.unmatched.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let id = header.metadata.id;
+    let waiter = {
+        let mut pending = side.lock();
+        match pending.get(&id) {
+            Some(p)
+                if p.server == src
+                    && wire::head_matches(&header.metadata, &queries, id, &p.name, p.qtype) =>
+            {
+                pending.remove(&id)
             }
-        };
-        let Some((header, queries, rest)) = wire::decode_head(&buf[..len]) else {
+            _ => None,
+        }
+    };
+    match waiter {
+        Some(waiter) => {
+            let decoded =
+                wire::decode_rest(header, queries, rest, waiter.qtype, waiter.want_additional);
+            let _ = waiter.reply.send(decoded);
+        }
+        None => {
             counters.unmatched.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        let id = header.metadata.id;
-        let waiter = {
-            let mut pending = side.lock();
-            match pending.get(&id) {
-                Some(p)
-                    if p.server == src
-                        && wire::head_matches(&header.metadata, &queries, id, &p.name, p.qtype) =>
-                {
-                    pending.remove(&id)
-                }
-                _ => None,
-            }
-        };
-        match waiter {
-            Some(waiter) => {
-                let decoded =
-                    wire::decode_rest(header, queries, rest, waiter.qtype, waiter.want_additional);
-                let _ = waiter.reply.send(decoded);
-            }
-            None => {
-                counters.unmatched.fetch_add(1, Ordering::Relaxed);
-            }
         }
     }
 }
