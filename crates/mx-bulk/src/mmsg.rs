@@ -150,3 +150,75 @@ fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
         _ => None,
     }
 }
+
+/// A query waiting in a socket's outbox, with what identifies its wait (to fail it if the
+/// send fails).
+#[cfg(target_os = "linux")]
+pub struct Outgoing {
+    pub bytes: Vec<u8>,
+    pub to: SocketAddr,
+    pub id: u16,
+    pub token: u64,
+}
+
+/// Sends the first datagrams of `queue` (up to [`BATCH`]) with one `sendmmsg`, waiting while
+/// the socket's send buffer is full. Returns how many went out; an error is the first
+/// datagram's own (the caller fails that query and goes on with the next).
+#[cfg(target_os = "linux")]
+pub async fn send(socket: &UdpSocket, queue: &[Outgoing]) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    use tokio::io::Interest;
+    let queue = &queue[..queue.len().min(BATCH)];
+    let addresses: Vec<socket2::SockAddr> = queue
+        .iter()
+        .map(|q| socket2::SockAddr::from(q.to))
+        .collect();
+    loop {
+        socket.writable().await?;
+        let sent = socket.try_io(Interest::WRITABLE, || {
+            sendmmsg(socket.as_raw_fd(), queue, &addresses)
+        });
+        match sent {
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+            other => return other,
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn sendmmsg(
+    fd: std::os::fd::RawFd,
+    queue: &[Outgoing],
+    addresses: &[socket2::SockAddr],
+) -> std::io::Result<usize> {
+    // SAFETY: all-zero iovec and mmsghdr values are valid (null pointers, zero lengths);
+    // the first `queue.len()` of each are filled in below, and only those are passed.
+    let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+    let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for (((query, address), iovec), header) in queue
+        .iter()
+        .zip(addresses)
+        .zip(iovecs.iter_mut())
+        .zip(headers.iter_mut())
+    {
+        iovec.iov_base = query.bytes.as_ptr().cast_mut().cast();
+        iovec.iov_len = query.bytes.len();
+        header.msg_hdr.msg_name = address.as_ptr().cast_mut().cast();
+        header.msg_hdr.msg_namelen = address.len();
+        header.msg_hdr.msg_iov = iovec;
+        header.msg_hdr.msg_iovlen = 1;
+    }
+    let count = queue.len().min(addresses.len()).min(BATCH);
+    // SAFETY: the first `count` headers point at live iovecs over the queries' own bytes and at
+    // live socket addresses of the stated lengths; the kernel only reads through them
+    // (sendmmsg writes nothing but each header's msg_len), and all of it outlives the call.
+    let sent = unsafe {
+        libc::sendmmsg(
+            fd,
+            headers.as_mut_ptr(),
+            count as libc::c_uint,
+            libc::MSG_DONTWAIT as _,
+        )
+    };
+    usize::try_from(sent).map_err(|_| std::io::Error::last_os_error())
+}
