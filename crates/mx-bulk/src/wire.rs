@@ -10,7 +10,7 @@ use hickory_proto::op::{
 };
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 use hickory_proto::serialize::binary::{
-    BinDecodable, BinDecoder, BinEncodable, BinEncoder, EncodedSize, NameEncoding,
+    BinDecodable, BinDecoder, BinEncodable, BinEncoder, EncodedSize,
 };
 use mx_core::{Answer, Failure, Outcome, QType, Question, Record, RecordData};
 
@@ -58,7 +58,7 @@ fn normalized(name: &Name) -> String {
 ///
 /// Every query of a type differs only in its id and name, so hickory encodes the rest once
 /// (the type, the class and the OPT record that follow the name) and each query is hickory's
-/// header, hickory's uncompressed name and that tail: the same bytes as encoding the whole
+/// header, the name's labels through hickory's encoder, and that tail: the same bytes as encoding the whole
 /// [`query_message`], without building a message, an EDNS record and a compression table per
 /// query.
 pub fn encode_query(id: u16, name: &Name, qtype: QType) -> Result<Vec<u8>, Failure> {
@@ -77,9 +77,14 @@ pub fn encode_query(id: u16, name: &Name, qtype: QType) -> Result<Vec<u8>, Failu
     };
     let mut bytes = Vec::with_capacity(<Header as EncodedSize>::LEN + name.len() + 2 + tail.len());
     let mut encoder = BinEncoder::new(&mut bytes);
-    encoder.set_name_encoding(NameEncoding::Uncompressed);
     header.emit(&mut encoder).map_err(malformed)?;
-    name.emit(&mut encoder).map_err(malformed)?;
+    // The name label by label: `Name::emit` would also copy every suffix into the encoder's
+    // compression table, for a message that has no second name to compress. A `Name` already
+    // holds labels of at most 63 bytes and at most 255 in all.
+    for label in name.iter() {
+        encoder.emit_character_data(label).map_err(malformed)?;
+    }
+    encoder.emit(0).map_err(malformed)?;
     bytes.extend_from_slice(tail);
     Ok(bytes)
 }
