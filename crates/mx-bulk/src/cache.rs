@@ -58,7 +58,9 @@ impl<K: Hash + Eq, V: Clone> Generations<K, V> {
     }
 }
 
-type Cell = Arc<OnceCell<Outcome>>;
+/// Outcomes are shared, not copied: a provider's exchanger answers thousands of domains, and
+/// each of them reads it in place.
+type Cell = Arc<OnceCell<Arc<Outcome>>>;
 
 /// Question → outcome, each question asked once however many domains wait for it.
 pub struct ExchangerCache {
@@ -75,7 +77,7 @@ impl ExchangerCache {
     /// The outcome of `question`: from the cache, from a lookup already under way for another
     /// domain, or from `fetch`. The second value tells whether it was served without a query
     /// of our own.
-    pub async fn get_or_fetch<F, Fut>(&self, question: &Question, fetch: F) -> (Outcome, bool)
+    pub async fn get_or_fetch<F, Fut>(&self, question: &Question, fetch: F) -> (Arc<Outcome>, bool)
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Outcome>,
@@ -85,7 +87,7 @@ impl ExchangerCache {
         let outcome = cell
             .get_or_init(|| {
                 fetched = true;
-                fetch()
+                async { Arc::new(fetch().await) }
             })
             .await;
         (outcome.clone(), !fetched)
@@ -95,7 +97,7 @@ impl ExchangerCache {
     /// already done or under way wins.
     pub fn seed(&self, question: Question, outcome: Outcome) {
         let cell = self.cell(&question);
-        let _ = cell.set(outcome);
+        let _ = cell.set(Arc::new(outcome));
     }
 
     pub fn len(&self) -> usize {

@@ -2,6 +2,7 @@
 //! answer. No routing rule lives here.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -107,9 +108,15 @@ impl Engine {
             if questions.is_empty() {
                 break;
             }
+            if let [question] = questions.as_slice() {
+                // The usual round (the MX question): no join machinery for one future.
+                let got = self.ask(question).await;
+                resolution.answer_ref(question, got.outcome());
+                continue;
+            }
             let outcomes = join_all(questions.iter().map(|q| self.ask(q))).await;
-            for (question, outcome) in questions.iter().zip(outcomes) {
-                resolution.answer(question, outcome);
+            for (question, got) in questions.iter().zip(outcomes) {
+                resolution.answer_ref(question, got.outcome());
             }
         }
         Ok(resolution.finish(rng))
@@ -123,7 +130,7 @@ impl Engine {
         }
     }
 
-    async fn ask(&self, question: &Question) -> Outcome {
+    async fn ask(&self, question: &Question) -> Got {
         if question.qtype == QType::Mx {
             let (outcome, extras) = self.transport.query(question, self.use_additional).await;
             if !extras.is_empty() {
@@ -133,7 +140,7 @@ impl Engine {
                     self.cache.seed(question, outcome);
                 }
             }
-            return outcome;
+            return Got::Own(outcome);
         }
         let (outcome, hit) = self
             .cache
@@ -144,6 +151,21 @@ impl Engine {
         if hit {
             self.cache_hits.fetch_add(1, Ordering::Relaxed);
         }
-        outcome
+        Got::Shared(outcome)
+    }
+}
+
+/// An outcome of this domain's own, or one the exchanger cache shares with other domains.
+enum Got {
+    Own(Outcome),
+    Shared(Arc<Outcome>),
+}
+
+impl Got {
+    fn outcome(&self) -> &Outcome {
+        match self {
+            Got::Own(outcome) => outcome,
+            Got::Shared(outcome) => outcome,
+        }
     }
 }

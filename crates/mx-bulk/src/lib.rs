@@ -2,12 +2,13 @@
 //! It only asks the questions of mx-core's `Resolution` (so `route` and `bulk` cannot disagree)
 //! over a few long-lived UDP sockets, streaming input to output in bounded memory.
 //!
-//! The pure parts ([`wire`], [`input`], [`cache`], [`output`]) hold no sockets; [`transport`],
-//! [`engine`] and [`pipeline`] do the I/O.
+//! The pure parts ([`wire`], [`input`], [`cache`], [`output`]) hold no sockets; [`transport`]
+//! (with `mmsg`, its Linux `sendmmsg`/`recvmmsg` bursts), [`engine`] and [`pipeline`] do the I/O.
 
 pub mod cache;
 pub mod engine;
 pub mod input;
+mod mmsg;
 pub mod output;
 pub mod pipeline;
 pub mod transport;

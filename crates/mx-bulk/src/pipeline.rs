@@ -190,11 +190,15 @@ async fn dispatch(
     std::thread::spawn(move || read_lines(input, lines_tx));
 
     let (chunks_tx, chunks_rx) = mpsc::channel::<Vec<u8>>(4);
-    let writer = tokio::task::spawn_blocking(move || write_chunks(output, chunks_rx));
+    // Written chunks come back to be filled again: a fresh 132 KiB buffer per chunk is fresh
+    // pages, and faulting them in cost more than the copy into them.
+    let (spare_tx, spare_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let writer = tokio::task::spawn_blocking(move || write_chunks(output, chunks_rx, spare_tx));
     let (done_tx, done_rx) = mpsc::unbounded_channel::<Done>();
     let collector = tokio::spawn(collect(
         done_rx,
         chunks_tx,
+        spare_rx,
         options.unordered,
         ahead.clone(),
         stats.clone(),
@@ -333,6 +337,7 @@ fn read_lines(input: Box<dyn io::Read + Send>, lines: mpsc::Sender<Vec<Read>>) {
 async fn collect(
     mut done: mpsc::UnboundedReceiver<Done>,
     chunks: mpsc::Sender<Vec<u8>>,
+    spares: std::sync::mpsc::Receiver<Vec<u8>>,
     unordered: bool,
     ahead: Arc<Semaphore>,
     stats: Arc<Stats>,
@@ -366,7 +371,10 @@ async fn collect(
             _ = tick.tick() => false,
         };
         if !chunk.is_empty() {
-            let full = std::mem::replace(&mut chunk, Vec::with_capacity(WRITE_CHUNK + 4096));
+            let spare = spares
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(WRITE_CHUNK + 4096));
+            let full = std::mem::replace(&mut chunk, spare);
             if chunks.send(full).await.is_err() {
                 // The writer failed: stop reading, its error is reported by run().
                 ahead.close();
@@ -382,11 +390,15 @@ async fn collect(
 fn write_chunks(
     output: Box<dyn Write + Send>,
     mut chunks: mpsc::Receiver<Vec<u8>>,
+    spares: std::sync::mpsc::Sender<Vec<u8>>,
 ) -> Result<(), BulkError> {
     let mut out = output;
-    while let Some(chunk) = chunks.blocking_recv() {
+    while let Some(mut chunk) = chunks.blocking_recv() {
         out.write_all(&chunk).map_err(BulkError::Output)?;
         out.flush().map_err(BulkError::Output)?;
+        chunk.clear();
+        // The collector may be gone already (end of the run): then the buffer is dropped.
+        let _ = spares.send(chunk);
     }
     out.flush().map_err(BulkError::Output)
 }

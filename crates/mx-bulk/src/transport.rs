@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::BulkError;
+use crate::mmsg;
 use crate::wire::{self, Classified};
 
 /// Receive buffer asked of the kernel for each socket: a window of answers arriving at once
@@ -91,6 +92,11 @@ struct Pending {
 struct UdpSide {
     socket: UdpSocket,
     pending: Mutex<HashMap<u16, Pending>>,
+    /// Queries waiting for the socket's sender task, which sends them in bursts.
+    #[cfg(target_os = "linux")]
+    outbox: Mutex<Vec<mmsg::Outgoing>>,
+    #[cfg(target_os = "linux")]
+    queued: tokio::sync::Notify,
 }
 
 impl UdpSide {
@@ -190,8 +196,14 @@ impl Transport {
                     let side = Arc::new(UdpSide {
                         socket: open_udp(server)?,
                         pending: Mutex::new(HashMap::new()),
+                        #[cfg(target_os = "linux")]
+                        outbox: Mutex::new(Vec::new()),
+                        #[cfg(target_os = "linux")]
+                        queued: tokio::sync::Notify::new(),
                     });
                     receivers.push(tokio::spawn(receive(side.clone(), counters.clone())));
+                    #[cfg(target_os = "linux")]
+                    receivers.push(tokio::spawn(send_queued(side.clone(), counters.clone())));
                     Ok(side)
                 })
                 .collect()
@@ -349,11 +361,31 @@ impl Transport {
         };
         let _guard = PendingGuard { side, id, token };
         let bytes = wire::encode_query(id, name, qtype)?;
-        side.socket
-            .send_to(&bytes, server)
-            .await
-            .map_err(|e| Failure::Network(e.to_string()))?;
-        self.counters.udp_queries.fetch_add(1, Ordering::Relaxed);
+        #[cfg(target_os = "linux")]
+        {
+            // Counted, or failed through `reply`, by the sender task.
+            let first = {
+                let mut outbox = side.outbox.lock().unwrap_or_else(|p| p.into_inner());
+                outbox.push(mmsg::Outgoing {
+                    bytes,
+                    to: server,
+                    id,
+                    token,
+                });
+                outbox.len() == 1
+            };
+            if first {
+                side.queued.notify_one();
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            side.socket
+                .send_to(&bytes, server)
+                .await
+                .map_err(|e| Failure::Network(e.to_string()))?;
+            self.counters.udp_queries.fetch_add(1, Ordering::Relaxed);
+        }
         match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(decoded)) => decoded,
             Ok(Err(_)) => Err(Failure::Network("receive loop stopped".into())),
@@ -431,45 +463,89 @@ fn open_udp(server: SocketAddr) -> Result<UdpSocket, BulkError> {
     UdpSocket::from_std(socket.into()).map_err(error)
 }
 
+/// One socket's sender: every query queued since its last burst goes out with as few
+/// `sendmmsg` calls as the batch size allows. A query whose send fails gets the error as its
+/// answer, as a failed `send_to` would have returned it.
+#[cfg(target_os = "linux")]
+async fn send_queued(side: Arc<UdpSide>, counters: Arc<TransportCounters>) {
+    let mut queue = Vec::new();
+    loop {
+        side.queued.notified().await;
+        // Let the tasks already runnable queue their queries first, so that one system call
+        // carries many; the wait is one turn of the scheduler.
+        tokio::task::yield_now().await;
+        std::mem::swap(
+            &mut queue,
+            &mut *side.outbox.lock().unwrap_or_else(|p| p.into_inner()),
+        );
+        let mut start = 0;
+        while start < queue.len() {
+            match mmsg::send(&side.socket, &queue[start..]).await {
+                Ok(sent) => {
+                    counters
+                        .udp_queries
+                        .fetch_add(sent as u64, Ordering::Relaxed);
+                    start += sent.max(1);
+                }
+                Err(error) => {
+                    let failed = &queue[start];
+                    let waiter = {
+                        let mut pending = side.lock();
+                        match pending.get(&failed.id) {
+                            Some(p) if p.token == failed.token => pending.remove(&failed.id),
+                            _ => None,
+                        }
+                    };
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.reply.send(Err(Failure::Network(error.to_string())));
+                    }
+                    start += 1;
+                }
+            }
+        }
+        queue.clear();
+    }
+}
+
 /// One socket's receive loop: every datagram is decoded and handed to the question it answers,
 /// or dropped if it answers none (wrong id, wrong server, wrong question).
 async fn receive(side: Arc<UdpSide>, counters: Arc<TransportCounters>) {
-    let mut buf = vec![0u8; 65_535];
+    let mut batch = mmsg::RecvBatch::new();
     loop {
-        let (len, src) = match side.socket.recv_from(&mut buf).await {
-            Ok(received) => received,
-            Err(error) => {
-                // An ICMP error surfacing from an earlier send; the socket is still fine.
-                tracing::debug!(%error, "UDP receive error");
-                continue;
+        let received = batch.receive(&side.socket).await;
+        for (datagram, src) in received {
+            deliver(&side, &counters, datagram, src);
+        }
+    }
+}
+
+/// Matches one datagram to its question (RFC 5452) and hands the decoded answer over.
+fn deliver(side: &UdpSide, counters: &TransportCounters, datagram: &[u8], src: SocketAddr) {
+    let Some((header, queries, rest)) = wire::decode_head(datagram) else {
+        counters.unmatched.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let id = header.metadata.id;
+    let waiter = {
+        let mut pending = side.lock();
+        match pending.get(&id) {
+            Some(p)
+                if p.server == src
+                    && wire::head_matches(&header.metadata, &queries, id, &p.name, p.qtype) =>
+            {
+                pending.remove(&id)
             }
-        };
-        let Some((header, queries, rest)) = wire::decode_head(&buf[..len]) else {
+            _ => None,
+        }
+    };
+    match waiter {
+        Some(waiter) => {
+            let decoded =
+                wire::decode_rest(header, queries, rest, waiter.qtype, waiter.want_additional);
+            let _ = waiter.reply.send(decoded);
+        }
+        None => {
             counters.unmatched.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        let id = header.metadata.id;
-        let waiter = {
-            let mut pending = side.lock();
-            match pending.get(&id) {
-                Some(p)
-                    if p.server == src
-                        && wire::head_matches(&header.metadata, &queries, id, &p.name, p.qtype) =>
-                {
-                    pending.remove(&id)
-                }
-                _ => None,
-            }
-        };
-        match waiter {
-            Some(waiter) => {
-                let decoded =
-                    wire::decode_rest(header, queries, rest, waiter.qtype, waiter.want_additional);
-                let _ = waiter.reply.send(decoded);
-            }
-            None => {
-                counters.unmatched.fetch_add(1, Ordering::Relaxed);
-            }
         }
     }
 }

@@ -2,11 +2,16 @@
 //! question (RFC 5452), and turn it into mx-core's [`Outcome`] exactly as mx-dns's hickory
 //! client does, so `bulk` and `route` see the same data.
 
+use std::sync::OnceLock;
+
+use hickory_proto::ProtoError;
 use hickory_proto::op::{
-    Edns, Header, Message, MessageType, Metadata, OpCode, Query, ResponseCode,
+    Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, Query, ResponseCode,
 };
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+use hickory_proto::serialize::binary::{
+    BinDecodable, BinDecoder, BinEncodable, BinEncoder, EncodedSize,
+};
 use mx_core::{Answer, Failure, Outcome, QType, Question, Record, RecordData};
 
 /// EDNS payload size we advertise: the DNS flag day 2020 value, which avoids IP fragmentation.
@@ -50,16 +55,72 @@ fn normalized(name: &Name) -> String {
 
 /// One query message, RD set (a recursive resolver needs it, an authoritative one ignores it)
 /// and EDNS so that answers up to [`EDNS_PAYLOAD`] bytes come over UDP.
+///
+/// Every query of a type differs only in its id and name, so hickory encodes the rest once
+/// (the type, the class and the OPT record that follow the name) and each query is hickory's
+/// header, the name's labels through hickory's encoder, and that tail: the same bytes as encoding the whole
+/// [`query_message`], without building a message, an EDNS record and a compression table per
+/// query.
 pub fn encode_query(id: u16, name: &Name, qtype: QType) -> Result<Vec<u8>, Failure> {
+    let malformed = |e: ProtoError| Failure::Malformed(format!("cannot encode query: {e}"));
+    let tail = query_tail(qtype)?;
+    let mut metadata = Metadata::new(id, MessageType::Query, OpCode::Query);
+    metadata.recursion_desired = true;
+    let header = Header {
+        metadata,
+        counts: HeaderCounts {
+            queries: 1,
+            answers: 0,
+            authorities: 0,
+            additionals: 1,
+        },
+    };
+    let mut bytes = Vec::with_capacity(<Header as EncodedSize>::LEN + name.len() + 2 + tail.len());
+    let mut encoder = BinEncoder::new(&mut bytes);
+    header.emit(&mut encoder).map_err(malformed)?;
+    // The name label by label: `Name::emit` would also copy every suffix into the encoder's
+    // compression table, for a message that has no second name to compress. A `Name` already
+    // holds labels of at most 63 bytes and at most 255 in all.
+    for label in name.iter() {
+        encoder.emit_character_data(label).map_err(malformed)?;
+    }
+    encoder.emit(0).map_err(malformed)?;
+    bytes.extend_from_slice(tail);
+    Ok(bytes)
+}
+
+/// The query [`encode_query`] puts on the wire, as a hickory message.
+pub fn query_message(id: u16, name: Name, qtype: QType) -> Message {
     let mut message = Message::new(id, MessageType::Query, OpCode::Query);
     message.metadata.recursion_desired = true;
-    message.add_query(Query::query(name.clone(), record_type(qtype)));
+    message.add_query(Query::query(name, record_type(qtype)));
     let mut edns = Edns::new();
     edns.set_max_payload(EDNS_PAYLOAD);
     message.set_edns(edns);
     message
-        .to_vec()
-        .map_err(|e| Failure::Malformed(format!("cannot encode query: {e}")))
+}
+
+/// What follows the name in every query of `qtype`: hickory's encoding of a query for the
+/// root name, less the header and the root's one byte.
+fn query_tail(qtype: QType) -> Result<&'static [u8], Failure> {
+    static TAILS: OnceLock<Result<[Vec<u8>; 3], String>> = OnceLock::new();
+    let tails = TAILS.get_or_init(|| {
+        let tail = |qtype| -> Result<Vec<u8>, String> {
+            let bytes = query_message(0, Name::root(), qtype)
+                .to_vec()
+                .map_err(|e| e.to_string())?;
+            Ok(bytes[<Header as EncodedSize>::LEN + 1..].to_vec())
+        };
+        Ok([tail(QType::Mx)?, tail(QType::A)?, tail(QType::Aaaa)?])
+    });
+    let tails = tails
+        .as_ref()
+        .map_err(|e| Failure::Malformed(format!("cannot encode query: {e}")))?;
+    Ok(match qtype {
+        QType::Mx => &tails[0],
+        QType::A => &tails[1],
+        QType::Aaaa => &tails[2],
+    })
 }
 
 /// RFC 5452 §9: a response is ours only if it is a response, carries our id, and repeats our
@@ -271,6 +332,25 @@ mod tests {
             !matches(&decoded, 4242, &q, QType::Mx),
             "a query is not an answer"
         );
+    }
+
+    #[test]
+    fn queries_are_the_bytes_of_the_whole_message() {
+        for text in [
+            "example.com.",
+            "d12345.example.",
+            "Mixed.Case.EXAMPLE.",
+            ".",
+        ] {
+            for qtype in [QType::Mx, QType::A, QType::Aaaa] {
+                let expected = query_message(513, name(text), qtype).to_vec().unwrap();
+                assert_eq!(
+                    encode_query(513, &name(text), qtype).unwrap(),
+                    expected,
+                    "{text} {qtype}"
+                );
+            }
+        }
     }
 
     #[test]

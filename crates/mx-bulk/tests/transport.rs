@@ -109,3 +109,34 @@ async fn the_rate_limit_spaces_the_queries() {
     );
     lab.shutdown().await;
 }
+
+/// Queries leave in bursts through a sender task; a send the kernel refuses must still come
+/// back to its question at once as a network failure, not wait out the timeout.
+#[tokio::test]
+async fn a_refused_send_is_a_network_failure_at_once() {
+    use mx_bulk::transport::{Transport, TransportConfig};
+    use mx_core::{Failure, QType, Question};
+    let transport = Transport::new(&TransportConfig {
+        // Port 0: sendto fails with EINVAL, nothing is sent anywhere.
+        nameservers: vec!["127.0.0.1:0".parse().unwrap()],
+        sockets: 1,
+        in_flight: 10,
+        timeout: Duration::from_secs(600),
+        retries: 0,
+        rate_limit: None,
+    })
+    .unwrap();
+    let question = Question::new("d0.example", QType::Mx);
+    let (outcome, extras) =
+        tokio::time::timeout(Duration::from_secs(300), transport.query(&question, false))
+            .await
+            .expect("the failure comes back, well before the query's own timeout");
+    assert!(
+        matches!(outcome, Err(Failure::Network(_))),
+        "got {outcome:?}"
+    );
+    assert!(extras.is_empty());
+    let counters = transport.counters().snapshot();
+    assert_eq!(counters.udp_queries, 0, "nothing counted as sent");
+    assert_eq!(counters.timeouts, 0);
+}

@@ -100,7 +100,7 @@ impl<'p> Resolution<'p> {
         let mut this = Resolution {
             policy,
             domain: target.display_name(),
-            stage: Stage::Mx(Chase::new("", QType::Mx)),
+            stage: Stage::Mx(Chase::placeholder()),
             diagnostics: Vec::new(),
             ttl: None,
         };
@@ -165,9 +165,15 @@ impl<'p> Resolution<'p> {
 
     /// Feed the outcome of one question. Outcomes for questions not asked are ignored.
     pub fn answer(&mut self, question: &Question, outcome: Outcome) {
-        let stage = std::mem::replace(&mut self.stage, Stage::Mx(Chase::new("", QType::Mx)));
+        self.answer_ref(question, &outcome);
+    }
+
+    /// [`Resolution::answer`] with a borrowed outcome, for a driver that shares one outcome
+    /// between many resolutions (a cache): only the records the route keeps are copied.
+    pub fn answer_ref(&mut self, question: &Question, outcome: &Outcome) {
+        let stage = std::mem::replace(&mut self.stage, Stage::Mx(Chase::placeholder()));
         self.stage = match stage {
-            Stage::Mx(mut chase) if chase.question() == *question => {
+            Stage::Mx(mut chase) if chase.asks(question) => {
                 match chase.feed(outcome, self.policy.max_cname_hops) {
                     Step::Ask => Stage::Mx(chase),
                     Step::Done(resolved) => self.mx_resolved(&chase, resolved),
@@ -183,11 +189,12 @@ impl<'p> Resolution<'p> {
                     let Family::Pending(chase) = family else {
                         continue;
                     };
-                    if chase.question() != *question {
+                    if !chase.asks(question) {
                         continue;
                     }
-                    if let Step::Done(resolved) = chase.feed(outcome.clone(), max_hops) {
-                        *family = Family::Done(chase.clone(), resolved);
+                    if let Step::Done(resolved) = chase.feed(outcome, max_hops) {
+                        let chase = std::mem::replace(chase, Chase::placeholder());
+                        *family = Family::Done(chase, resolved);
                     }
                 }
                 Stage::Addresses(exchange)
@@ -202,7 +209,7 @@ impl<'p> Resolution<'p> {
         for question in self.questions() {
             self.answer(&question, Err(Failure::Timeout));
         }
-        match std::mem::replace(&mut self.stage, Stage::Mx(Chase::new("", QType::Mx))) {
+        match std::mem::replace(&mut self.stage, Stage::Mx(Chase::placeholder())) {
             Stage::Done(route) => *route,
             Stage::Addresses(exchange) => self.conclude(exchange, rng),
             // Unreachable after the loop above, but a route is still owed.

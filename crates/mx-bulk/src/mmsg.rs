@@ -1,0 +1,224 @@
+//! Datagrams in bursts: on Linux one `recvmmsg` takes every answer already queued on a socket
+//! (up to [`BATCH`]) per wake-up, instead of one `recvfrom` each; elsewhere the plain path.
+
+use std::net::SocketAddr;
+
+use tokio::net::UdpSocket;
+
+/// Datagrams taken per system call.
+pub const BATCH: usize = 32;
+/// Room for any UDP datagram, as the plain path has: an answer larger than the EDNS size we
+/// advertise is still read whole. Only the pages a datagram touches are ever resident.
+const SLOT: usize = 65_535;
+
+/// Receive buffers for one socket's loop, reused for every burst.
+pub struct RecvBatch {
+    buffers: Vec<u8>,
+    /// Length and source of each datagram of the last burst.
+    received: Vec<(usize, SocketAddr)>,
+    #[cfg(target_os = "linux")]
+    sources: Vec<libc::sockaddr_storage>,
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RecvBatch {
+    pub fn new() -> Self {
+        RecvBatch {
+            buffers: vec![0u8; BATCH * SLOT],
+            received: Vec::with_capacity(BATCH),
+            #[cfg(target_os = "linux")]
+            // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid (AF_UNSPEC) value.
+            sources: vec![unsafe { std::mem::zeroed() }; BATCH],
+        }
+    }
+
+    /// Waits for at least one datagram and returns every one the socket had queued (up to
+    /// [`BATCH`]). Receive errors (an ICMP error surfacing from an earlier send) are logged
+    /// and skipped: the socket is still fine.
+    pub async fn receive(
+        &mut self,
+        socket: &UdpSocket,
+    ) -> impl Iterator<Item = (&[u8], SocketAddr)> {
+        self.received.clear();
+        while self.received.is_empty() {
+            if let Err(error) = self.fill(socket).await {
+                tracing::debug!(%error, "UDP receive error");
+            }
+        }
+        let buffers = &self.buffers;
+        self.received
+            .iter()
+            .enumerate()
+            .map(move |(i, (len, source))| (&buffers[i * SLOT..i * SLOT + len], *source))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    async fn fill(&mut self, socket: &UdpSocket) -> std::io::Result<()> {
+        let (len, source) = socket.recv_from(&mut self.buffers[..SLOT]).await?;
+        self.received.push((len, source));
+        Ok(())
+    }
+
+    #[cfg(target_os = "linux")]
+    async fn fill(&mut self, socket: &UdpSocket) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        use tokio::io::Interest;
+        loop {
+            socket.readable().await?;
+            // try_io clears the readiness when the call reports WouldBlock, so the next
+            // readable() really waits for the kernel.
+            match socket.try_io(Interest::READABLE, || self.recvmmsg(socket.as_raw_fd())) {
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn recvmmsg(&mut self, fd: std::os::fd::RawFd) -> std::io::Result<()> {
+        // SAFETY: all-zero iovec and mmsghdr values are valid (null pointers, zero lengths);
+        // every one the kernel sees is filled in below.
+        let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for (i, ((iovec, header), source)) in iovecs
+            .iter_mut()
+            .zip(headers.iter_mut())
+            .zip(self.sources.iter_mut())
+            .enumerate()
+        {
+            iovec.iov_base = self.buffers[i * SLOT..].as_mut_ptr().cast();
+            iovec.iov_len = SLOT;
+            header.msg_hdr.msg_name = std::ptr::from_mut(source).cast();
+            header.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            header.msg_hdr.msg_iov = iovec;
+            header.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: `headers` holds BATCH entries, each pointing at its own iovec (SLOT bytes
+        // inside `buffers`, which is BATCH * SLOT long) and its own sockaddr_storage with its
+        // true size; all of them outlive the call, and nothing else touches them meanwhile.
+        // MSG_DONTWAIT: the socket is non-blocking anyway; readiness comes from tokio.
+        let count = unsafe {
+            libc::recvmmsg(
+                fd,
+                headers.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT as _,
+                std::ptr::null_mut(),
+            )
+        };
+        let count = usize::try_from(count).map_err(|_| std::io::Error::last_os_error())?;
+        for (header, source) in headers.iter().zip(&self.sources).take(count) {
+            // A source of another family cannot come from the server asked: dropped.
+            if let Some(source) = socket_addr(source) {
+                let len = (header.msg_len as usize).min(SLOT);
+                self.received.push((len, source));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The address the kernel wrote into a `sockaddr_storage`.
+#[cfg(target_os = "linux")]
+fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the kernel wrote a sockaddr_in, which fits in the
+            // (larger, suitably aligned) storage.
+            let v4 = unsafe { &*std::ptr::from_ref(storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr)),
+                u16::from_be(v4.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let v6 = unsafe { &*std::ptr::from_ref(storage).cast::<libc::sockaddr_in6>() };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(v6.sin6_addr.s6_addr),
+                u16::from_be(v6.sin6_port),
+                v6.sin6_flowinfo,
+                v6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// A query waiting in a socket's outbox, with what identifies its wait (to fail it if the
+/// send fails).
+#[cfg(target_os = "linux")]
+pub struct Outgoing {
+    pub bytes: Vec<u8>,
+    pub to: SocketAddr,
+    pub id: u16,
+    pub token: u64,
+}
+
+/// Sends the first datagrams of `queue` (up to [`BATCH`]) with one `sendmmsg`, waiting while
+/// the socket's send buffer is full. Returns how many went out; an error is the first
+/// datagram's own (the caller fails that query and goes on with the next).
+#[cfg(target_os = "linux")]
+pub async fn send(socket: &UdpSocket, queue: &[Outgoing]) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    use tokio::io::Interest;
+    let queue = &queue[..queue.len().min(BATCH)];
+    let addresses: Vec<socket2::SockAddr> = queue
+        .iter()
+        .map(|q| socket2::SockAddr::from(q.to))
+        .collect();
+    loop {
+        socket.writable().await?;
+        let sent = socket.try_io(Interest::WRITABLE, || {
+            sendmmsg(socket.as_raw_fd(), queue, &addresses)
+        });
+        match sent {
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+            other => return other,
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn sendmmsg(
+    fd: std::os::fd::RawFd,
+    queue: &[Outgoing],
+    addresses: &[socket2::SockAddr],
+) -> std::io::Result<usize> {
+    // SAFETY: all-zero iovec and mmsghdr values are valid (null pointers, zero lengths);
+    // the first `queue.len()` of each are filled in below, and only those are passed.
+    let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+    let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for (((query, address), iovec), header) in queue
+        .iter()
+        .zip(addresses)
+        .zip(iovecs.iter_mut())
+        .zip(headers.iter_mut())
+    {
+        iovec.iov_base = query.bytes.as_ptr().cast_mut().cast();
+        iovec.iov_len = query.bytes.len();
+        header.msg_hdr.msg_name = address.as_ptr().cast_mut().cast();
+        header.msg_hdr.msg_namelen = address.len();
+        header.msg_hdr.msg_iov = iovec;
+        header.msg_hdr.msg_iovlen = 1;
+    }
+    let count = queue.len().min(addresses.len()).min(BATCH);
+    // SAFETY: the first `count` headers point at live iovecs over the queries' own bytes and at
+    // live socket addresses of the stated lengths; the kernel only reads through them
+    // (sendmmsg writes nothing but each header's msg_len), and all of it outlives the call.
+    let sent = unsafe {
+        libc::sendmmsg(
+            fd,
+            headers.as_mut_ptr(),
+            count as libc::c_uint,
+            libc::MSG_DONTWAIT as _,
+        )
+    };
+    usize::try_from(sent).map_err(|_| std::io::Error::last_os_error())
+}
