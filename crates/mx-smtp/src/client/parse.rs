@@ -386,11 +386,7 @@ mod tests {
             cuts in proptest::collection::vec(0usize..400, 0..30),
         ) {
             let whole = read_all(std::slice::from_ref(&bytes));
-            let mut points: Vec<usize> = cuts.into_iter().filter(|&c| c < bytes.len()).collect();
-            points.extend([0, bytes.len()]);
-            points.sort_unstable();
-            points.dedup();
-            let pieces: Vec<Vec<u8>> = points.windows(2).map(|w| bytes[w[0]..w[1]].to_vec()).collect();
+            let pieces = crate::data::tests::pieces(&bytes, &cuts);
             proptest::prop_assert_eq!(read_all(&pieces), whole);
         }
     }
