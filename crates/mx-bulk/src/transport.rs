@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hickory_proto::op::Message;
 use hickory_proto::rr::Name;
 use mx_core::{Failure, Outcome, QType, Question};
 use serde::Serialize;
@@ -21,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::BulkError;
 use crate::mmsg;
-use crate::wire::{self, Classified};
+use crate::wire::{self, Classified, Response};
 
 /// Receive buffer asked of the kernel for each socket: a window of answers arriving at once
 /// must not overflow it, or the server's work is lost and the question waits a full timeout.
@@ -86,7 +85,7 @@ struct Pending {
     qtype: QType,
     /// Decode the additional section too (`--use-additional` on an MX question).
     want_additional: bool,
-    reply: oneshot::Sender<Result<Message, Failure>>,
+    reply: oneshot::Sender<Result<Response, Failure>>,
 }
 
 struct UdpSide {
@@ -282,32 +281,36 @@ impl Transport {
                 .try_udp(server, &name, question.qtype, want, timeout)
                 .await;
             let failure = match tried {
-                Ok(message) => match wire::classify(&message) {
-                    Classified::Outcome(Ok(answer)) => {
-                        let extras = if want_additional {
-                            wire::additional_addresses(&message)
-                        } else {
-                            Vec::new()
-                        };
-                        return (Ok(answer), extras);
-                    }
-                    Classified::Outcome(Err(failure)) => {
-                        answered_badly[index] = true;
-                        failure
-                    }
-                    Classified::Truncated => {
-                        // Boxed: truncation is rare, and the TCP state would otherwise make
-                        // every query's future (moved on each poll) several times larger.
-                        let tcp = Box::pin(self.try_tcp(server, &name, question.qtype, timeout));
-                        match tcp.await {
-                            Ok(answer) => return (Ok(answer), Vec::new()),
-                            Err(failure) => {
-                                answered_badly[index] = true;
-                                failure
+                Ok(response) => {
+                    // Empty unless the answer is a NOERROR one, the only kind kept below.
+                    let extras = if want_additional {
+                        wire::additional_addresses(&response)
+                    } else {
+                        Vec::new()
+                    };
+                    match wire::classify(response) {
+                        Classified::Outcome(Ok(answer)) => {
+                            return (Ok(answer), extras);
+                        }
+                        Classified::Outcome(Err(failure)) => {
+                            answered_badly[index] = true;
+                            failure
+                        }
+                        Classified::Truncated => {
+                            // Boxed: truncation is rare, and the TCP state would otherwise make
+                            // every query's future (moved on each poll) several times larger.
+                            let tcp =
+                                Box::pin(self.try_tcp(server, &name, question.qtype, timeout));
+                            match tcp.await {
+                                Ok(answer) => return (Ok(answer), Vec::new()),
+                                Err(failure) => {
+                                    answered_badly[index] = true;
+                                    failure
+                                }
                             }
                         }
                     }
-                },
+                }
                 Err(failure @ (Failure::Timeout | Failure::Network(_))) => failure,
                 Err(failure) => {
                     // Matched but unreadable: this server's answer, as on the route path.
@@ -335,7 +338,7 @@ impl Transport {
         qtype: QType,
         want_additional: bool,
         timeout: Duration,
-    ) -> Result<Message, Failure> {
+    ) -> Result<Response, Failure> {
         if let Some(limiter) = &self.limiter {
             limiter.wait().await;
         }
@@ -423,15 +426,15 @@ impl Transport {
                 let len = stream.read_u16().await.map_err(|_| ())?;
                 let mut buf = vec![0u8; usize::from(len)];
                 stream.read_exact(&mut buf).await.map_err(|_| ())?;
-                if let Ok(message) = Message::from_vec(&buf)
-                    && wire::matches(&message, id, name, qtype)
+                if let Some((header, query, rest)) = wire::decode_head(&buf)
+                    && wire::head_matches(&header.metadata, &query, id, name, qtype)
                 {
-                    return Ok::<Message, ()>(message);
+                    return wire::decode_rest(header, rest, qtype, false).map_err(|_| ());
                 }
             }
         };
         match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok(message)) => match wire::classify(&message) {
+            Ok(Ok(response)) => match wire::classify(response) {
                 Classified::Outcome(outcome) => outcome,
                 Classified::Truncated => Err(Failure::Truncated),
             },
@@ -521,7 +524,7 @@ async fn receive(side: Arc<UdpSide>, counters: Arc<TransportCounters>) {
 
 /// Matches one datagram to its question (RFC 5452) and hands the decoded answer over.
 fn deliver(side: &UdpSide, counters: &TransportCounters, datagram: &[u8], src: SocketAddr) {
-    let Some((header, queries, rest)) = wire::decode_head(datagram) else {
+    let Some((header, query, rest)) = wire::decode_head(datagram) else {
         counters.unmatched.fetch_add(1, Ordering::Relaxed);
         return;
     };
@@ -531,7 +534,7 @@ fn deliver(side: &UdpSide, counters: &TransportCounters, datagram: &[u8], src: S
         match pending.get(&id) {
             Some(p)
                 if p.server == src
-                    && wire::head_matches(&header.metadata, &queries, id, &p.name, p.qtype) =>
+                    && wire::head_matches(&header.metadata, &query, id, &p.name, p.qtype) =>
             {
                 pending.remove(&id)
             }
@@ -540,8 +543,7 @@ fn deliver(side: &UdpSide, counters: &TransportCounters, datagram: &[u8], src: S
     };
     match waiter {
         Some(waiter) => {
-            let decoded =
-                wire::decode_rest(header, queries, rest, waiter.qtype, waiter.want_additional);
+            let decoded = wire::decode_rest(header, rest, waiter.qtype, waiter.want_additional);
             let _ = waiter.reply.send(decoded);
         }
         None => {
