@@ -39,7 +39,8 @@ pub struct TransportConfig {
     pub sockets: usize,
     /// Queries outstanding at once, all sockets together.
     pub in_flight: usize,
-    /// Wait for the first try of a question; each retry waits twice as long (up to 4x).
+    /// Wait for the first try of a question; each retry waits twice as long (up to 4x). A
+    /// wait ends up to an eighth of this later (at most 100 ms): timeouts are swept per socket.
     pub timeout: Duration,
     /// Tries after the first one when a server does not answer.
     pub retries: u32,
@@ -80,6 +81,8 @@ impl TransportCounters {
 struct Pending {
     /// Tells this wait from a later one that drew the same id.
     token: u64,
+    /// When the socket's sweeper answers it with a timeout.
+    deadline: Instant,
     server: SocketAddr,
     name: Name,
     qtype: QType,
@@ -88,9 +91,11 @@ struct Pending {
     reply: oneshot::Sender<Result<Response, Failure>>,
 }
 
+type PendingMap = HashMap<u16, Pending, foldhash::fast::RandomState>;
+
 struct UdpSide {
     socket: UdpSocket,
-    pending: Mutex<HashMap<u16, Pending>>,
+    pending: Mutex<PendingMap>,
     /// Queries waiting for the socket's sender task, which sends them in bursts.
     #[cfg(target_os = "linux")]
     outbox: Mutex<Vec<mmsg::Outgoing>>,
@@ -99,7 +104,7 @@ struct UdpSide {
 }
 
 impl UdpSide {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u16, Pending>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingMap> {
         // Updates are single inserts and removes: a poisoned map is still consistent.
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -186,6 +191,9 @@ impl Transport {
         }
         let counters = Arc::new(TransportCounters::default());
         let mut receivers = Vec::new();
+        // A timeout fires up to one sweep late: an eighth of the first wait, at most 100 ms.
+        let sweep =
+            (config.timeout / 8).clamp(Duration::from_millis(1), Duration::from_millis(100));
         let mut open = |wanted: bool, server: SocketAddr| -> Result<Vec<Arc<UdpSide>>, BulkError> {
             if !wanted {
                 return Ok(Vec::new());
@@ -194,13 +202,14 @@ impl Transport {
                 .map(|_| {
                     let side = Arc::new(UdpSide {
                         socket: open_udp(server)?,
-                        pending: Mutex::new(HashMap::new()),
+                        pending: Mutex::new(PendingMap::default()),
                         #[cfg(target_os = "linux")]
                         outbox: Mutex::new(Vec::new()),
                         #[cfg(target_os = "linux")]
                         queued: tokio::sync::Notify::new(),
                     });
                     receivers.push(tokio::spawn(receive(side.clone(), counters.clone())));
+                    receivers.push(tokio::spawn(expire(side.clone(), counters.clone(), sweep)));
                     #[cfg(target_os = "linux")]
                     receivers.push(tokio::spawn(send_queued(side.clone(), counters.clone())));
                     Ok(side)
@@ -345,6 +354,7 @@ impl Transport {
         let side = self.side_for(server);
         let (reply, answer) = oneshot::channel();
         let token = self.tokens.fetch_add(1, Ordering::Relaxed);
+        let deadline = Instant::now() + timeout;
         let id = {
             let mut pending = side.lock();
             loop {
@@ -352,6 +362,7 @@ impl Transport {
                 if let Entry::Vacant(slot) = pending.entry(id) {
                     slot.insert(Pending {
                         token,
+                        deadline,
                         server,
                         name: name.clone(),
                         qtype,
@@ -389,13 +400,10 @@ impl Transport {
                 .map_err(|e| Failure::Network(e.to_string()))?;
             self.counters.udp_queries.fetch_add(1, Ordering::Relaxed);
         }
-        match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(decoded)) => decoded,
-            Ok(Err(_)) => Err(Failure::Network("receive loop stopped".into())),
-            Err(_) => {
-                self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
-                Err(Failure::Timeout)
-            }
+        // No timer of its own: the socket's sweeper answers `Timeout` once the deadline passed.
+        match answer.await {
+            Ok(decoded) => decoded,
+            Err(_) => Err(Failure::Network("receive loop stopped".into())),
         }
     }
 
@@ -507,6 +515,30 @@ async fn send_queued(side: Arc<UdpSide>, counters: Arc<TransportCounters>) {
             }
         }
         queue.clear();
+    }
+}
+
+/// One socket's timeouts: every `period`, the questions past their deadline are answered
+/// `Timeout`. One timer per socket instead of a timer entry registered and cancelled for
+/// every query.
+async fn expire(side: Arc<UdpSide>, counters: Arc<TransportCounters>, period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut expired = Vec::new();
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        expired.extend(
+            side.lock()
+                .extract_if(|_, p| p.deadline <= now)
+                .map(|(_, p)| p.reply),
+        );
+        counters
+            .timeouts
+            .fetch_add(expired.len() as u64, Ordering::Relaxed);
+        for reply in expired.drain(..) {
+            let _ = reply.send(Err(Failure::Timeout));
+        }
     }
 }
 
