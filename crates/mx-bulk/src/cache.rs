@@ -16,8 +16,8 @@ use tokio::sync::OnceCell;
 #[derive(Debug)]
 pub struct Generations<K, V> {
     generation: usize,
-    young: HashMap<K, V>,
-    old: HashMap<K, V>,
+    young: HashMap<K, V, foldhash::fast::RandomState>,
+    old: HashMap<K, V, foldhash::fast::RandomState>,
 }
 
 impl<K: Hash + Eq, V: Clone> Generations<K, V> {
@@ -25,8 +25,8 @@ impl<K: Hash + Eq, V: Clone> Generations<K, V> {
         let generation = (capacity / 2).max(1);
         Generations {
             generation,
-            young: HashMap::new(),
-            old: HashMap::new(),
+            young: HashMap::default(),
+            old: HashMap::default(),
         }
     }
 

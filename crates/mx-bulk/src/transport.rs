@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hickory_proto::op::Message;
 use hickory_proto::rr::Name;
 use mx_core::{Failure, Outcome, QType, Question};
 use serde::Serialize;
@@ -21,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::BulkError;
 use crate::mmsg;
-use crate::wire::{self, Classified};
+use crate::wire::{self, Classified, Response};
 
 /// Receive buffer asked of the kernel for each socket: a window of answers arriving at once
 /// must not overflow it, or the server's work is lost and the question waits a full timeout.
@@ -40,7 +39,8 @@ pub struct TransportConfig {
     pub sockets: usize,
     /// Queries outstanding at once, all sockets together.
     pub in_flight: usize,
-    /// Wait for the first try of a question; each retry waits twice as long (up to 4x).
+    /// Wait for the first try of a question; each retry waits twice as long (up to 4x). A
+    /// wait ends up to an eighth of this later (at most 100 ms): timeouts are swept per socket.
     pub timeout: Duration,
     /// Tries after the first one when a server does not answer.
     pub retries: u32,
@@ -81,17 +81,21 @@ impl TransportCounters {
 struct Pending {
     /// Tells this wait from a later one that drew the same id.
     token: u64,
+    /// When the socket's sweeper answers it with a timeout.
+    deadline: Instant,
     server: SocketAddr,
     name: Name,
     qtype: QType,
     /// Decode the additional section too (`--use-additional` on an MX question).
     want_additional: bool,
-    reply: oneshot::Sender<Result<Message, Failure>>,
+    reply: oneshot::Sender<Result<Response, Failure>>,
 }
+
+type PendingMap = HashMap<u16, Pending, foldhash::fast::RandomState>;
 
 struct UdpSide {
     socket: UdpSocket,
-    pending: Mutex<HashMap<u16, Pending>>,
+    pending: Mutex<PendingMap>,
     /// Queries waiting for the socket's sender task, which sends them in bursts.
     #[cfg(target_os = "linux")]
     outbox: Mutex<Vec<mmsg::Outgoing>>,
@@ -100,7 +104,7 @@ struct UdpSide {
 }
 
 impl UdpSide {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u16, Pending>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingMap> {
         // Updates are single inserts and removes: a poisoned map is still consistent.
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -187,6 +191,9 @@ impl Transport {
         }
         let counters = Arc::new(TransportCounters::default());
         let mut receivers = Vec::new();
+        // A timeout fires up to one sweep late: an eighth of the first wait, at most 100 ms.
+        let sweep =
+            (config.timeout / 8).clamp(Duration::from_millis(1), Duration::from_millis(100));
         let mut open = |wanted: bool, server: SocketAddr| -> Result<Vec<Arc<UdpSide>>, BulkError> {
             if !wanted {
                 return Ok(Vec::new());
@@ -195,13 +202,14 @@ impl Transport {
                 .map(|_| {
                     let side = Arc::new(UdpSide {
                         socket: open_udp(server)?,
-                        pending: Mutex::new(HashMap::new()),
+                        pending: Mutex::new(PendingMap::default()),
                         #[cfg(target_os = "linux")]
                         outbox: Mutex::new(Vec::new()),
                         #[cfg(target_os = "linux")]
                         queued: tokio::sync::Notify::new(),
                     });
                     receivers.push(tokio::spawn(receive(side.clone(), counters.clone())));
+                    receivers.push(tokio::spawn(expire(side.clone(), counters.clone(), sweep)));
                     #[cfg(target_os = "linux")]
                     receivers.push(tokio::spawn(send_queued(side.clone(), counters.clone())));
                     Ok(side)
@@ -282,32 +290,36 @@ impl Transport {
                 .try_udp(server, &name, question.qtype, want, timeout)
                 .await;
             let failure = match tried {
-                Ok(message) => match wire::classify(&message) {
-                    Classified::Outcome(Ok(answer)) => {
-                        let extras = if want_additional {
-                            wire::additional_addresses(&message)
-                        } else {
-                            Vec::new()
-                        };
-                        return (Ok(answer), extras);
-                    }
-                    Classified::Outcome(Err(failure)) => {
-                        answered_badly[index] = true;
-                        failure
-                    }
-                    Classified::Truncated => {
-                        // Boxed: truncation is rare, and the TCP state would otherwise make
-                        // every query's future (moved on each poll) several times larger.
-                        let tcp = Box::pin(self.try_tcp(server, &name, question.qtype, timeout));
-                        match tcp.await {
-                            Ok(answer) => return (Ok(answer), Vec::new()),
-                            Err(failure) => {
-                                answered_badly[index] = true;
-                                failure
+                Ok(response) => {
+                    // Empty unless the answer is a NOERROR one, the only kind kept below.
+                    let extras = if want_additional {
+                        wire::additional_addresses(&response)
+                    } else {
+                        Vec::new()
+                    };
+                    match wire::classify(response) {
+                        Classified::Outcome(Ok(answer)) => {
+                            return (Ok(answer), extras);
+                        }
+                        Classified::Outcome(Err(failure)) => {
+                            answered_badly[index] = true;
+                            failure
+                        }
+                        Classified::Truncated => {
+                            // Boxed: truncation is rare, and the TCP state would otherwise make
+                            // every query's future (moved on each poll) several times larger.
+                            let tcp =
+                                Box::pin(self.try_tcp(server, &name, question.qtype, timeout));
+                            match tcp.await {
+                                Ok(answer) => return (Ok(answer), Vec::new()),
+                                Err(failure) => {
+                                    answered_badly[index] = true;
+                                    failure
+                                }
                             }
                         }
                     }
-                },
+                }
                 Err(failure @ (Failure::Timeout | Failure::Network(_))) => failure,
                 Err(failure) => {
                     // Matched but unreadable: this server's answer, as on the route path.
@@ -335,13 +347,14 @@ impl Transport {
         qtype: QType,
         want_additional: bool,
         timeout: Duration,
-    ) -> Result<Message, Failure> {
+    ) -> Result<Response, Failure> {
         if let Some(limiter) = &self.limiter {
             limiter.wait().await;
         }
         let side = self.side_for(server);
         let (reply, answer) = oneshot::channel();
         let token = self.tokens.fetch_add(1, Ordering::Relaxed);
+        let deadline = Instant::now() + timeout;
         let id = {
             let mut pending = side.lock();
             loop {
@@ -349,6 +362,7 @@ impl Transport {
                 if let Entry::Vacant(slot) = pending.entry(id) {
                     slot.insert(Pending {
                         token,
+                        deadline,
                         server,
                         name: name.clone(),
                         qtype,
@@ -386,13 +400,10 @@ impl Transport {
                 .map_err(|e| Failure::Network(e.to_string()))?;
             self.counters.udp_queries.fetch_add(1, Ordering::Relaxed);
         }
-        match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(decoded)) => decoded,
-            Ok(Err(_)) => Err(Failure::Network("receive loop stopped".into())),
-            Err(_) => {
-                self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
-                Err(Failure::Timeout)
-            }
+        // No timer of its own: the socket's sweeper answers `Timeout` once the deadline passed.
+        match answer.await {
+            Ok(decoded) => decoded,
+            Err(_) => Err(Failure::Network("receive loop stopped".into())),
         }
     }
 
@@ -423,15 +434,15 @@ impl Transport {
                 let len = stream.read_u16().await.map_err(|_| ())?;
                 let mut buf = vec![0u8; usize::from(len)];
                 stream.read_exact(&mut buf).await.map_err(|_| ())?;
-                if let Ok(message) = Message::from_vec(&buf)
-                    && wire::matches(&message, id, name, qtype)
+                if let Some((header, query, rest)) = wire::decode_head(&buf)
+                    && wire::head_matches(&header.metadata, &query, id, name, qtype)
                 {
-                    return Ok::<Message, ()>(message);
+                    return wire::decode_rest(header, rest, qtype, false).map_err(|_| ());
                 }
             }
         };
         match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok(message)) => match wire::classify(&message) {
+            Ok(Ok(response)) => match wire::classify(response) {
                 Classified::Outcome(outcome) => outcome,
                 Classified::Truncated => Err(Failure::Truncated),
             },
@@ -507,6 +518,30 @@ async fn send_queued(side: Arc<UdpSide>, counters: Arc<TransportCounters>) {
     }
 }
 
+/// One socket's timeouts: every `period`, the questions past their deadline are answered
+/// `Timeout`. One timer per socket instead of a timer entry registered and cancelled for
+/// every query.
+async fn expire(side: Arc<UdpSide>, counters: Arc<TransportCounters>, period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut expired = Vec::new();
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        expired.extend(
+            side.lock()
+                .extract_if(|_, p| p.deadline <= now)
+                .map(|(_, p)| p.reply),
+        );
+        counters
+            .timeouts
+            .fetch_add(expired.len() as u64, Ordering::Relaxed);
+        for reply in expired.drain(..) {
+            let _ = reply.send(Err(Failure::Timeout));
+        }
+    }
+}
+
 /// One socket's receive loop: every datagram is decoded and handed to the question it answers,
 /// or dropped if it answers none (wrong id, wrong server, wrong question).
 async fn receive(side: Arc<UdpSide>, counters: Arc<TransportCounters>) {
@@ -521,7 +556,7 @@ async fn receive(side: Arc<UdpSide>, counters: Arc<TransportCounters>) {
 
 /// Matches one datagram to its question (RFC 5452) and hands the decoded answer over.
 fn deliver(side: &UdpSide, counters: &TransportCounters, datagram: &[u8], src: SocketAddr) {
-    let Some((header, queries, rest)) = wire::decode_head(datagram) else {
+    let Some((header, query, rest)) = wire::decode_head(datagram) else {
         counters.unmatched.fetch_add(1, Ordering::Relaxed);
         return;
     };
@@ -531,7 +566,7 @@ fn deliver(side: &UdpSide, counters: &TransportCounters, datagram: &[u8], src: S
         match pending.get(&id) {
             Some(p)
                 if p.server == src
-                    && wire::head_matches(&header.metadata, &queries, id, &p.name, p.qtype) =>
+                    && wire::head_matches(&header.metadata, &query, id, &p.name, p.qtype) =>
             {
                 pending.remove(&id)
             }
@@ -540,8 +575,7 @@ fn deliver(side: &UdpSide, counters: &TransportCounters, datagram: &[u8], src: S
     };
     match waiter {
         Some(waiter) => {
-            let decoded =
-                wire::decode_rest(header, queries, rest, waiter.qtype, waiter.want_additional);
+            let decoded = wire::decode_rest(header, rest, waiter.qtype, waiter.want_additional);
             let _ = waiter.reply.send(decoded);
         }
         None => {

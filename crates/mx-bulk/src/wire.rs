@@ -8,9 +8,10 @@ use hickory_proto::ProtoError;
 use hickory_proto::op::{
     Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, Query, ResponseCode,
 };
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX};
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 use hickory_proto::serialize::binary::{
-    BinDecodable, BinDecoder, BinEncodable, BinEncoder, EncodedSize,
+    BinDecodable, BinDecoder, BinEncodable, BinEncoder, DecodeError, EncodedSize,
 };
 use mx_core::{Answer, Failure, Outcome, QType, Question, Record, RecordData};
 
@@ -126,85 +127,181 @@ fn query_tail(qtype: QType) -> Result<&'static [u8], Failure> {
 /// RFC 5452 §9: a response is ours only if it is a response, carries our id, and repeats our
 /// question (name, type and class). Anything else is ignored, never taken as an answer.
 pub fn matches(message: &Message, id: u16, name: &Name, qtype: QType) -> bool {
-    head_matches(&message.metadata, &message.queries, id, name, qtype)
+    match message.queries.as_slice() {
+        [query] => head_matches(&message.metadata, query, id, name, qtype),
+        _ => false,
+    }
 }
 
-/// [`matches`] on a response's header and question section alone (see [`decode_head`]).
+/// [`matches`] on a response's header and its one question (see [`decode_head`]).
 pub fn head_matches(
     metadata: &Metadata,
-    queries: &[Query],
+    query: &Query,
     id: u16,
     name: &Name,
     qtype: QType,
 ) -> bool {
     metadata.message_type == MessageType::Response
         && metadata.id == id
-        && match queries {
-            [query] => {
-                query.name() == name
-                    && query.query_type() == record_type(qtype)
-                    && query.query_class() == DNSClass::IN
-            }
-            _ => false,
-        }
+        && query.name() == name
+        && query.query_type() == record_type(qtype)
+        && query.query_class() == DNSClass::IN
 }
 
-/// The header and question section of a datagram: enough to find the question it answers.
-pub fn decode_head<'a>(bytes: &'a [u8]) -> Option<(Header, Vec<Query>, BinDecoder<'a>)> {
+/// The header and question of a datagram: enough to find the question it answers. A
+/// datagram without exactly one question answers none of ours (see [`matches`]).
+pub fn decode_head(bytes: &[u8]) -> Option<(Header, Query, BinDecoder<'_>)> {
     let mut decoder = BinDecoder::new(bytes);
     let header = Header::read(&mut decoder).ok()?;
-    let queries = Message::read_queries(&mut decoder, usize::from(header.counts.queries)).ok()?;
-    Some((header, queries, decoder))
+    if header.counts.queries != 1 {
+        return None;
+    }
+    let query = Query::read(&mut decoder).ok()?;
+    Some((header, query, decoder))
+}
+
+/// A matched response, decoded as far as routing reads it.
+#[derive(Debug)]
+pub struct Response {
+    pub metadata: Metadata,
+    /// The answer section, already as mx-core's records.
+    pub records: Vec<Record>,
+    /// RFC 2308: min(SOA TTL, SOA minimum) of the authority section's first SOA, when that
+    /// section was read.
+    pub negative_ttl: Option<u32>,
+    /// The additional section, read only for `--use-additional`.
+    pub additionals: Vec<hickory_proto::rr::Record>,
 }
 
 /// The rest of a matched response, decoding only what routing reads (decoding is most of a
-/// bulk run's own work): the answer section always; the authority section only when the
-/// answer lacks the type asked (its SOA gives the negative TTL); the additional section only
-/// for `--use-additional`.
+/// bulk run's own work): the answer section always, straight into mx-core's records (only
+/// the owner, TTL and the rdata of MX, A, AAAA and CNAME records: building hickory's records
+/// first and converting them cost an allocation per name twice over); the authority section
+/// only when the answer lacks the type asked (its SOA gives the negative TTL); the
+/// additional section only for `--use-additional`.
 pub fn decode_rest(
     header: Header,
-    queries: Vec<Query>,
     mut decoder: BinDecoder<'_>,
     qtype: QType,
     want_additional: bool,
-) -> Result<Message, Failure> {
-    let malformed =
-        |e: hickory_proto::serialize::binary::DecodeError| Failure::Malformed(e.to_string());
+) -> Result<Response, Failure> {
+    let malformed = |e: DecodeError| Failure::Malformed(e.to_string());
     let op = header.metadata.op_code;
-    let mut message = Message::new(header.metadata.id, MessageType::Response, op);
-    message.metadata = header.metadata;
-    message.queries = queries;
+    let (records, answered) =
+        read_answers(&mut decoder, header.counts.answers, record_type(qtype))?;
     let read = |decoder: &mut BinDecoder<'_>, count: u16, additional: bool| {
         Message::read_records(decoder, usize::from(count), additional, op).map(|r| r.0)
     };
-    message.answers = read(&mut decoder, header.counts.answers, false).map_err(malformed)?;
-    let wanted = record_type(qtype);
-    let answered = message.answers.iter().any(|r| r.record_type() == wanted);
+    let mut negative_ttl = None;
     if !answered || want_additional {
-        message.authorities =
+        let authorities =
             read(&mut decoder, header.counts.authorities, false).map_err(malformed)?;
+        negative_ttl = authorities.iter().find_map(|record| match &record.data {
+            RData::SOA(soa) => Some(record.ttl.min(soa.minimum)),
+            _ => None,
+        });
     }
-    if want_additional {
-        message.additionals =
-            read(&mut decoder, header.counts.additionals, true).map_err(malformed)?;
+    let additionals = if want_additional {
+        read(&mut decoder, header.counts.additionals, true).map_err(malformed)?
+    } else {
+        Vec::new()
+    };
+    Ok(Response {
+        metadata: header.metadata,
+        records,
+        negative_ttl,
+        additionals,
+    })
+}
+
+/// The answer section as mx-core's records, and whether one of them has the type asked.
+/// Each record is read as hickory's `Record::read` reads it (owner name, type, class, TTL,
+/// RDLENGTH, then the rdata through hickory's reader of that type, which must use exactly
+/// RDLENGTH bytes); the rdata of types routing ignores is skipped, not parsed.
+fn read_answers(
+    decoder: &mut BinDecoder<'_>,
+    count: u16,
+    wanted: RecordType,
+) -> Result<(Vec<Record>, bool), Failure> {
+    let bad = |e: DecodeError| Failure::Malformed(e.to_string());
+    let mut records = Vec::with_capacity(usize::from(count));
+    let mut answered = false;
+    for _ in 0..count {
+        let owner = Name::read(decoder).map_err(bad)?;
+        let rtype = RecordType::read(decoder).map_err(bad)?;
+        if rtype == RecordType::OPT {
+            if !owner.is_root() {
+                return Err(bad(DecodeError::EdnsNameNotRoot(Box::new(owner))));
+            }
+            decoder.read_u16().map_err(bad)?;
+        } else {
+            DNSClass::read(decoder).map_err(bad)?;
+        }
+        let ttl = decoder.read_u32().map_err(bad)?.unverified(/*any u32 is valid*/);
+        let length = decoder
+            .read_u16()
+            .map_err(bad)?
+            .verify_unwrap(|u| usize::from(*u) <= decoder.len())
+            .map_err(|u| {
+                Failure::Malformed(format!(
+                    "incorrect rdata length read: {} expected: {u}",
+                    decoder.len()
+                ))
+            })?;
+        let start = decoder.index();
+        // RDLENGTH 0 is hickory's `RData::Update0`, which routing sees as another type.
+        let data = match rtype {
+            _ if length == 0 => RecordData::Other,
+            RecordType::MX => {
+                let mx = MX::read(decoder).map_err(bad)?;
+                RecordData::Mx {
+                    preference: mx.preference,
+                    exchange: normalized(&mx.exchange),
+                }
+            }
+            RecordType::A => RecordData::A(A::read(decoder).map_err(bad)?.0),
+            RecordType::AAAA => RecordData::Aaaa(AAAA::read(decoder).map_err(bad)?.0),
+            RecordType::CNAME => {
+                RecordData::Cname(normalized(&CNAME::read(decoder).map_err(bad)?.0))
+            }
+            RecordType::ANY | RecordType::AXFR | RecordType::IXFR => {
+                return Err(bad(DecodeError::UnknownRecordTypeValue(rtype.into())));
+            }
+            _ => {
+                decoder.read_slice(usize::from(length)).map_err(bad)?;
+                RecordData::Other
+            }
+        };
+        let read = decoder.index() - start;
+        if read != usize::from(length) {
+            return Err(Failure::Malformed(format!(
+                "incorrect rdata length read: {read} expected: {length}"
+            )));
+        }
+        answered |= rtype == wanted;
+        records.push(Record {
+            name: normalized(&owner),
+            ttl,
+            data,
+        });
     }
-    Ok(message)
+    Ok((records, answered))
 }
 
 /// Turn a matched response into an outcome. The answer section is taken whole, CNAME chain
 /// included: an authoritative server puts the chain there itself, so, unlike the hickory
 /// client, no extra CNAME query is needed (mx-core's chase asks for whatever the chain's end
 /// still lacks).
-pub fn classify(message: &Message) -> Classified {
-    if message.metadata.truncation {
+pub fn classify(response: Response) -> Classified {
+    if response.metadata.truncation {
         return Classified::Truncated;
     }
-    let code = message.metadata.response_code;
+    let code = response.metadata.response_code;
     let outcome = match code {
         ResponseCode::NoError | ResponseCode::NXDomain => Ok(Answer {
             nxdomain: code == ResponseCode::NXDomain,
-            records: message.answers.iter().map(convert_record).collect(),
-            negative_ttl: negative_ttl(message),
+            records: response.records,
+            negative_ttl: response.negative_ttl,
         }),
         ResponseCode::ServFail => Err(Failure::ServFail),
         ResponseCode::Refused => Err(Failure::Refused),
@@ -213,44 +310,37 @@ pub fn classify(message: &Message) -> Classified {
     Classified::Outcome(outcome)
 }
 
-/// RFC 2308: min(SOA TTL, SOA minimum) of the first SOA in the authority section (what
-/// hickory's `DnsResponse::negative_ttl` computes for the route path).
-fn negative_ttl(message: &Message) -> Option<u32> {
-    message
-        .authorities
-        .iter()
-        .find_map(|record| match &record.data {
-            RData::SOA(soa) => Some(record.ttl.min(soa.minimum)),
-            _ => None,
-        })
-}
-
 /// `--use-additional`: the exchangers' addresses an authoritative MX answer volunteered in its
 /// additional section, as ready outcomes for their A and AAAA questions. Only for an exchanger
 /// with both families there: one family alone says nothing about the other (absent from the
 /// section is not NODATA).
-pub fn additional_addresses(message: &Message) -> Vec<(Question, Outcome)> {
-    if !message.metadata.authoritative
-        || message.metadata.truncation
-        || message.metadata.response_code != ResponseCode::NoError
+pub fn additional_addresses(response: &Response) -> Vec<(Question, Outcome)> {
+    let metadata = &response.metadata;
+    if !metadata.authoritative
+        || metadata.truncation
+        || metadata.response_code != ResponseCode::NoError
     {
         return Vec::new();
     }
+    // Normalised once: compared with every exchanger's (normalised) name.
+    let additionals: Vec<(String, &hickory_proto::rr::Record)> = response
+        .additionals
+        .iter()
+        .map(|r| (normalized(&r.name), r))
+        .collect();
     let mut seeds = Vec::new();
-    for answer in &message.answers {
-        let RData::MX(mx) = &answer.data else {
+    for answer in &response.records {
+        let RecordData::Mx { exchange: host, .. } = &answer.data else {
             continue;
         };
-        let host = normalized(&mx.exchange);
         if host.is_empty() {
             continue;
         }
         let of_type = |wanted: RecordType| -> Vec<Record> {
-            message
-                .additionals
+            additionals
                 .iter()
-                .filter(|r| r.record_type() == wanted && r.name == mx.exchange)
-                .map(convert_record)
+                .filter(|(name, r)| r.record_type() == wanted && name == host)
+                .map(|(_, r)| convert_record(r))
                 .collect()
         };
         let (v4, v6) = (of_type(RecordType::A), of_type(RecordType::AAAA));
@@ -306,6 +396,43 @@ mod tests {
 
     fn rec(owner: &str, ttl: u32, data: RData) -> hickory_proto::rr::Record {
         hickory_proto::rr::Record::from_rdata(name(owner), ttl, data)
+    }
+
+    /// `m` through the wire and the receive path's decoding, as an answer to its question.
+    fn decode(m: &Message, qtype: QType, want_additional: bool) -> Response {
+        let bytes = m.to_vec().unwrap();
+        let (header, query, decoder) = decode_head(&bytes).unwrap();
+        assert!(head_matches(
+            &header.metadata,
+            &query,
+            m.metadata.id,
+            query.name(),
+            qtype
+        ));
+        decode_rest(header, decoder, qtype, want_additional).unwrap()
+    }
+
+    /// What the whole message, decoded by hickory and converted record by record as mx-dns
+    /// does, says: what the lean decoding must agree with.
+    fn reference(bytes: &[u8]) -> Classified {
+        let message = Message::from_vec(bytes).unwrap();
+        if message.metadata.truncation {
+            return Classified::Truncated;
+        }
+        let code = message.metadata.response_code;
+        Classified::Outcome(match code {
+            ResponseCode::NoError | ResponseCode::NXDomain => Ok(Answer {
+                nxdomain: code == ResponseCode::NXDomain,
+                records: message.answers.iter().map(convert_record).collect(),
+                negative_ttl: message.authorities.iter().find_map(|r| match &r.data {
+                    RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
+                    _ => None,
+                }),
+            }),
+            ResponseCode::ServFail => Err(Failure::ServFail),
+            ResponseCode::Refused => Err(Failure::Refused),
+            other => Err(Failure::Malformed(format!("response code {other}"))),
+        })
     }
 
     #[test]
@@ -373,43 +500,83 @@ mod tests {
     }
 
     #[test]
-    fn partial_decoding_keeps_what_routing_reads() {
+    fn lean_decoding_agrees_with_the_whole_message() {
         let mut m = response_to(9, "d.example.", RecordType::MX);
         m.add_answer(rec(
-            "d.example.",
+            "D.Example.",
             300,
-            RData::MX(MX::new(10, name("mx.d.example."))),
+            RData::MX(MX::new(10, name("MX.d.example."))),
+        ));
+        m.add_answer(rec("d.example.", 300, RData::MX(MX::new(0, Name::root()))));
+        m.add_answer(rec(
+            "d.example.",
+            30,
+            RData::TXT(hickory_proto::rr::rdata::TXT::new(vec![
+                "v=spf1 -all".into(),
+            ])),
         ));
         m.add_additional(rec("mx.d.example.", 60, RData::A(A::new(192, 0, 2, 1))));
         let bytes = m.to_vec().unwrap();
-        let decode = |want_additional| {
-            let (header, queries, decoder) = decode_head(&bytes).unwrap();
-            assert!(head_matches(
-                &header.metadata,
-                &queries,
-                9,
-                &name("d.example."),
-                QType::Mx
-            ));
-            decode_rest(header, queries, decoder, QType::Mx, want_additional).unwrap()
+        let lean = decode(&m, QType::Mx, false);
+        assert!(lean.additionals.is_empty(), "additional section not read");
+        assert_eq!(decode(&m, QType::Mx, true).additionals.len(), 1);
+        assert_eq!(classify(lean), reference(&bytes));
+
+        let mut chain = response_to(3, "alias.example.", RecordType::A);
+        chain.add_answer(rec(
+            "alias.example.",
+            60,
+            RData::CNAME(CNAME(name("host.example."))),
+        ));
+        chain.add_answer(rec("host.example.", 60, RData::A(A::new(192, 0, 2, 7))));
+        chain.add_answer(rec(
+            "host.example.",
+            60,
+            RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+        ));
+        let soa = SOA::new(name("ns."), name("h."), 1, 1, 1, 1, 120);
+        chain.add_authority(rec("example.", 600, RData::SOA(soa.clone())));
+        let bytes = chain.to_vec().unwrap();
+        let Classified::Outcome(Ok(answer)) = classify(decode(&chain, QType::A, false)) else {
+            panic!("not an answer");
         };
-        let lean = decode(false);
-        assert_eq!(lean.answers.len(), 1);
-        assert!(lean.additionals.is_empty());
-        assert_eq!(decode(true).additionals.len(), 1);
-        assert_eq!(
-            classify(&lean),
-            classify(&Message::from_vec(&bytes).unwrap())
-        );
+        assert_eq!(answer.negative_ttl, None, "answered: authority not read");
+        let Classified::Outcome(Ok(full)) = reference(&bytes) else {
+            panic!("not an answer");
+        };
+        assert_eq!(answer.records, full.records);
 
         let mut negative = response_to(9, "n.example.", RecordType::MX);
         negative.metadata.response_code = ResponseCode::NXDomain;
-        let soa = SOA::new(name("ns."), name("h."), 1, 1, 1, 1, 120);
         negative.add_authority(rec(".", 600, RData::SOA(soa)));
         let bytes = negative.to_vec().unwrap();
-        let (header, queries, decoder) = decode_head(&bytes).unwrap();
-        let lean = decode_rest(header, queries, decoder, QType::Mx, false).unwrap();
-        assert_eq!(classify(&lean), classify(&negative));
+        assert_eq!(
+            classify(decode(&negative, QType::Mx, false)),
+            reference(&bytes)
+        );
+    }
+
+    #[test]
+    fn rdata_must_fill_its_length() {
+        let mut m = response_to(5, "x.example.", RecordType::A);
+        m.add_answer(rec("x.example.", 60, RData::A(A::new(192, 0, 2, 1))));
+        let mut bytes = m.to_vec().unwrap();
+        // The A record's RDLENGTH (4), the two bytes before its address: now 5, one byte
+        // more than the datagram holds.
+        let at = bytes.len() - 6;
+        assert_eq!(bytes[at..at + 2], [0, 4]);
+        bytes[at + 1] = 5;
+        let (header, _, decoder) = decode_head(&bytes).unwrap();
+        assert!(matches!(
+            decode_rest(header, decoder, QType::A, false),
+            Err(Failure::Malformed(_))
+        ));
+        bytes[at + 1] = 3;
+        let (header, _, decoder) = decode_head(&bytes).unwrap();
+        assert!(matches!(
+            decode_rest(header, decoder, QType::A, false),
+            Err(Failure::Malformed(_))
+        ));
     }
 
     #[test]
@@ -423,7 +590,7 @@ mod tests {
         ));
         let soa = SOA::new(name("ns."), name("h."), 1, 1, 1, 1, 120);
         m.add_authority(rec(".", 600, RData::SOA(soa)));
-        let Classified::Outcome(Ok(answer)) = classify(&m) else {
+        let Classified::Outcome(Ok(answer)) = classify(decode(&m, QType::Mx, false)) else {
             panic!("not an answer");
         };
         assert!(answer.nxdomain);
@@ -438,16 +605,25 @@ mod tests {
     fn failures_and_truncation() {
         let mut m = response_to(1, "x.example.", RecordType::MX);
         m.metadata.response_code = ResponseCode::ServFail;
-        assert_eq!(classify(&m), Classified::Outcome(Err(Failure::ServFail)));
+        assert_eq!(
+            classify(decode(&m, QType::Mx, false)),
+            Classified::Outcome(Err(Failure::ServFail))
+        );
         m.metadata.response_code = ResponseCode::Refused;
-        assert_eq!(classify(&m), Classified::Outcome(Err(Failure::Refused)));
+        assert_eq!(
+            classify(decode(&m, QType::Mx, false)),
+            Classified::Outcome(Err(Failure::Refused))
+        );
         m.metadata.response_code = ResponseCode::FormErr;
         assert!(matches!(
-            classify(&m),
+            classify(decode(&m, QType::Mx, false)),
             Classified::Outcome(Err(Failure::Malformed(_)))
         ));
         m.metadata.truncation = true;
-        assert_eq!(classify(&m), Classified::Truncated);
+        assert_eq!(
+            classify(decode(&m, QType::Mx, false)),
+            Classified::Truncated
+        );
     }
 
     #[test]
@@ -470,12 +646,12 @@ mod tests {
             RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
         ));
         m.add_additional(rec("mx2.p.example.", 60, RData::A(A::new(192, 0, 2, 2))));
-        let seeds = additional_addresses(&m);
+        let seeds = additional_addresses(&decode(&m, QType::Mx, true));
         let questions: Vec<String> = seeds.iter().map(|(q, _)| q.to_string()).collect();
         assert_eq!(questions, ["mx1.p.example A", "mx1.p.example AAAA"]);
         m.metadata.authoritative = false;
         assert!(
-            additional_addresses(&m).is_empty(),
+            additional_addresses(&decode(&m, QType::Mx, true)).is_empty(),
             "only from the authority"
         );
     }
