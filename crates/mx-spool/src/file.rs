@@ -598,8 +598,9 @@ impl FileSpool {
     /// `queue/` that makes it durable ([`Spool::remove`] adds it, the group committer shares
     /// one among many). The files go to `spare/` (or are unlinked when there are spares
     /// enough); the names returned may be given to [`FileSpool::recycle`] once `queue/` has
-    /// been fsynced, not before.
-    pub(crate) fn retire(&self, id: &QueueId) -> Result<Vec<OsString>, SpoolError> {
+    /// been fsynced, not before. `untried`: the caller knows there is no state file, and
+    /// its rename (a failed path lookup) is skipped.
+    pub(crate) fn retire(&self, id: &QueueId, untried: bool) -> Result<Vec<OsString>, SpoolError> {
         self.writable()?;
         let _guard = self.stripe(id);
         let keep = self.spares.lock().unwrap_or_else(|p| p.into_inner()).len() < MAX_SPARE;
@@ -607,7 +608,9 @@ impl FileSpool {
         // The message first: if we crash between the two, what is left is a state without a
         // message (quarantined at the next open), not a message without its state (which
         // would be delivered again to everyone).
-        for (path, kind) in [(self.msg_path(id), "msg"), (self.state_path(id), "state")] {
+        let kinds: &[&str] = if untried { &["msg"] } else { &["msg", "state"] };
+        for &kind in kinds {
+            let path = self.queue.join(format!("{id}.{kind}"));
             let name = OsString::from(format!("{id}.{kind}"));
             let gone = if keep {
                 fs::rename(&path, self.spare.join(&name))
@@ -719,7 +722,7 @@ impl Spool for FileSpool {
     }
 
     fn remove(&self, id: &QueueId) -> Result<(), SpoolError> {
-        let spares = self.retire(id)?;
+        let spares = self.retire(id, false)?;
         // One fsync for both. Journaling file systems commit directory operations in order;
         // should one persist only the second, the message comes back with its initial
         // state: delivered twice, never lost.
