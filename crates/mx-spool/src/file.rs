@@ -30,7 +30,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
@@ -86,6 +86,8 @@ pub struct FileSpool {
     /// Holds the flock for as long as the spool is open; None when opened read-only.
     _lock: Option<File>,
     stripes: Box<[Mutex<()>]>,
+    /// `queue/`, opened at its first flush and kept for the next ones.
+    queue_dir: OnceLock<File>,
 }
 
 impl FileSpool {
@@ -143,6 +145,7 @@ impl FileSpool {
             stock_paused: Mutex::new(None),
             _lock: lock,
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            queue_dir: OnceLock::new(),
         }
     }
 
@@ -633,7 +636,20 @@ impl FileSpool {
 
     /// Makes every rename into (and unlink from) `queue/` so far durable.
     pub(crate) fn sync_queue_dir(&self) -> Result<(), SpoolError> {
-        sync_dir(&self.queue)
+        // Kept open: the group committer flushes `queue/` once per batch, and an open and a
+        // close per batch were two syscalls per message at 1 KB. fsync makes the directory
+        // inode durable whichever descriptor it comes through.
+        let dir = match self.queue_dir.get() {
+            Some(dir) => dir,
+            None => {
+                let dir = File::open(&self.queue).map_err(|e| io_error(&self.queue, e))?;
+                let _ = self.queue_dir.set(dir);
+                self.queue_dir
+                    .get()
+                    .expect("set just above, or by another thread")
+            }
+        };
+        dir.sync_all().map_err(|e| io_error(&self.queue, e))
     }
 }
 
