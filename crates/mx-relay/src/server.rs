@@ -14,7 +14,7 @@ use mx_smtp::{
     EnhancedStatus, Event, MessageDecision, PeerInfo, RcptDecision, Reply, ServerConfig,
     ServerSession,
 };
-use mx_spool::{Committer, Envelope, FileSpool, QueueId, SpoolError};
+use mx_spool::{Committer, Envelope, FileSpool, Named, QueueId, SpoolError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -582,21 +582,36 @@ async fn accept_message(
     // cover this message (shared with the other messages of its batch) returned.
     let (done, stored) = tokio::sync::oneshot::channel();
     let body = Arc::new(body);
+    let size = body.len() as u64;
     let mut queued = envelope.clone();
-    shared.committer.store(
+    // The engine gets its copy before the message is visible in queue/ (see
+    // `Engine::deliver_message`); it is taken back below if the store fails.
+    let (fresh, handed) = (shared.fresh.clone(), body.clone());
+    let handed_id = Arc::new(std::sync::OnceLock::<QueueId>::new());
+    let named_id = handed_id.clone();
+    let named: Named = Box::new(move |id| {
+        // The spool set these in its copy; the engine's must match.
+        queued.id = id.clone();
+        queued.size = size;
+        fresh.insert(queued, handed);
+        let _ = named_id.set(id.clone());
+    });
+    shared.committer.store_named(
         envelope,
-        body.clone(),
+        body,
+        named,
         Box::new(move |result| {
             let _ = done.send(result);
         }),
     );
     let stored = stored.await;
+    if !matches!(stored, Ok(Ok(_)))
+        && let Some(id) = handed_id.get()
+    {
+        shared.fresh.withdraw(id);
+    }
     let decision = match stored {
         Ok(Ok(id)) => {
-            // The spool set these in its copy; the engine's must match.
-            queued.id = id.clone();
-            queued.size = body.len() as u64;
-            shared.fresh.insert(queued, body);
             let _ = shared.local.send(id.clone());
             let decision = MessageDecision::Accepted {
                 queue_id: id.to_string(),

@@ -52,14 +52,20 @@ pub enum SyncMode {
 /// block (send on a channel, wake a task).
 pub type Done<T> = Box<dyn FnOnce(Result<T, SpoolError>) + Send>;
 
+/// Called from the committer's thread with a new message's id once its file is written and
+/// flushed, just before the rename that makes it visible in `queue/`. It must not block.
+pub type Named = Box<dyn FnOnce(&QueueId) + Send>;
+
 enum Job {
     Store {
         envelope: Envelope,
         body: Arc<Vec<u8>>,
+        named: Option<Named>,
         done: Done<QueueId>,
     },
     Remove {
         id: QueueId,
+        untried: bool,
         done: Done<()>,
     },
 }
@@ -128,13 +134,49 @@ impl Committer {
         self.send(Job::Store {
             envelope,
             body,
+            named: None,
+            done,
+        });
+    }
+
+    /// [`Committer::store`], and `named` gets the new id before the message appears in
+    /// `queue/` (so before any scan of the queue can see it), which lets a caller hand the
+    /// message to others under its id ahead of every reader of the spool. If `done` then
+    /// gets an error, the message was never acknowledged: the caller takes back what it
+    /// handed over.
+    pub fn store_named(
+        &self,
+        envelope: Envelope,
+        body: Arc<Vec<u8>>,
+        named: Named,
+        done: Done<QueueId>,
+    ) {
+        self.send(Job::Store {
+            envelope,
+            body,
+            named: Some(named),
             done,
         });
     }
 
     /// Removes a message like [`Spool::remove`](crate::Spool::remove), in the next batch.
     pub fn remove(&self, id: QueueId, done: Done<()>) {
-        self.send(Job::Remove { id, done });
+        self.send(Job::Remove {
+            id,
+            untried: false,
+            done,
+        });
+    }
+
+    /// [`Committer::remove`] for a message the caller knows has no state file (it was
+    /// never tried before the run that delivered it, and only that run wrote to it): the
+    /// state file's rename, which would fail, is not attempted.
+    pub fn remove_untried(&self, id: QueueId, done: Done<()>) {
+        self.send(Job::Remove {
+            id,
+            untried: true,
+            done,
+        });
     }
 
     fn send(&self, job: Job) {
@@ -175,6 +217,7 @@ struct Written {
     id: QueueId,
     path: PathBuf,
     file: Option<File>,
+    named: Option<Named>,
     done: Done<QueueId>,
 }
 
@@ -196,6 +239,7 @@ fn commit(spool: &FileSpool, mode: SyncMode, min_free_bytes: u64, batch: Vec<Job
             Job::Store {
                 envelope,
                 body,
+                named,
                 done,
             } => {
                 if low_space {
@@ -207,12 +251,13 @@ fn commit(spool: &FileSpool, mode: SyncMode, min_free_bytes: u64, batch: Vec<Job
                         id,
                         path,
                         file: Some(file),
+                        named,
                         done,
                     }),
                     Err(e) => done(Err(e)),
                 }
             }
-            Job::Remove { id, done } => match spool.retire(&id) {
+            Job::Remove { id, untried, done } => match spool.retire(&id, untried) {
                 Ok(names) => {
                     spares.extend(names);
                     removed.push(done);
@@ -263,6 +308,9 @@ fn commit(spool: &FileSpool, mode: SyncMode, min_free_bytes: u64, batch: Vec<Job
     let mut renamed = Vec::with_capacity(written.len());
     for mut w in written {
         drop(w.file.take());
+        if let Some(named) = w.named.take() {
+            named(&w.id);
+        }
         let to = spool.msg_path(&w.id);
         match fs::rename(&w.path, &to) {
             Ok(()) => renamed.push(w),

@@ -24,7 +24,7 @@ mod format;
 mod id;
 mod types;
 
-pub use commit::{Committer, Done, SyncMode};
+pub use commit::{Committer, Done, Named, SyncMode};
 pub use error::SpoolError;
 pub use file::{FileSpool, RecoveryReport};
 pub use id::QueueId;

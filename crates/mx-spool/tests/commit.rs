@@ -188,3 +188,53 @@ fn a_full_disk_threshold_refuses_the_batch() {
     ));
     assert!(spool.list().unwrap().is_empty());
 }
+
+/// The engine takes a new message in memory under the id `named` gives it, and relies on
+/// that happening before any reader of `queue/` can see the message; a message delivered
+/// from that copy is removed without its (absent) state file.
+#[test]
+fn named_before_visible_and_untried_removal() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("spool");
+    let (spool, _) = FileSpool::open(&root).unwrap();
+    let spool = Arc::new(spool);
+    let committer = Committer::start(spool.clone(), SyncMode::default(), 0).unwrap();
+    let (named_tx, named_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    let seen = spool.clone();
+    committer.store_named(
+        envelope(1),
+        Arc::new(body(1)),
+        Box::new(move |id: &QueueId| {
+            let visible = seen.list().unwrap().contains(id);
+            let _ = named_tx.send((id.clone(), visible));
+        }),
+        Box::new(move |r| {
+            let _ = done_tx.send(r);
+        }),
+    );
+    let (named, visible_when_named) = named_rx.recv().unwrap();
+    let id = done_rx.recv().unwrap().unwrap();
+    assert_eq!(named, id);
+    assert!(!visible_when_named, "named after the rename into queue/");
+    assert!(spool.is_untried(&id));
+
+    let (tx, rx) = mpsc::channel();
+    committer.remove_untried(
+        id.clone(),
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    );
+    rx.recv().unwrap().unwrap();
+    assert!(spool.list().unwrap().is_empty());
+    assert!(matches!(spool.load(&id), Err(SpoolError::NotFound(_))));
+    assert!(
+        !std::fs::read_dir(root.join("queue")).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(&id.to_string())),
+        "no file of the message left in queue/"
+    );
+}

@@ -116,6 +116,11 @@ impl Fresh {
         }
     }
 
+    /// Takes back a message handed over whose store failed (never acknowledged).
+    pub fn withdraw(&self, id: &QueueId) {
+        drop(self.take(id));
+    }
+
     fn take(&self, id: &QueueId) -> Option<(Envelope, Arc<Vec<u8>>)> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let taken = inner.messages.remove(id)?;
@@ -254,14 +259,11 @@ impl Engine {
     /// One delivery run for one message: local copies first (fast, and independent of the
     /// network), then each remote domain over its route.
     pub async fn deliver_message(&self, id: &QueueId, force: bool) -> Result<(), SpoolError> {
+        // The server hands a message over before the committer renames it into queue/, so
+        // before any scan or wake-up can start a run on it: the run that finds the copy is
+        // the message's first, and no state file exists (nothing to check on disk).
         let fresh = self.fresh.take(id);
-        // The periodic scan sees a message as soon as it is renamed into queue/, which is
-        // before the server hands it over: a run from the spool may have started first, and
-        // be over by now. Then the message is gone or has a state, and the copy in memory
-        // must not be delivered a second time.
-        if fresh.is_some() && !self.spool.is_untried(id) {
-            return Ok(());
-        }
+        let untried = fresh.is_some();
         let (message, body) = match fresh {
             Some((envelope, body)) => (
                 QueuedMessage {
@@ -353,12 +355,14 @@ impl Engine {
         }
         if state.is_complete() {
             let (done, removed) = tokio::sync::oneshot::channel();
-            self.committer.remove(
-                id.clone(),
-                Box::new(move |result| {
-                    let _ = done.send(result);
-                }),
-            );
+            let done: mx_spool::Done<()> = Box::new(move |result| {
+                let _ = done.send(result);
+            });
+            if untried {
+                self.committer.remove_untried(id.clone(), done);
+            } else {
+                self.committer.remove(id.clone(), done);
+            }
             return removed.await.map_err(|e| SpoolError::Io {
                 path: Default::default(),
                 source: std::io::Error::other(e),
