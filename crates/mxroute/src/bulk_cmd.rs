@@ -45,7 +45,7 @@ pub struct BulkArgs {
     #[arg(long, default_value_t = 4)]
     sockets: usize,
     /// Exchanger address lookups remembered for other domains (entries).
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = EngineConfig::default().exchanger_cache)]
     exchanger_cache: usize,
     /// Lines read ahead of the last one written (bounds memory behind a slow domain).
     #[arg(long, default_value_t = 20_000)]
