@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{SharedOutput, canonical, lab_engine};
-use mx_bulk::{Engine, RunOptions, Stats};
+use common::{canonical, lab_engine, run_lines};
+use mx_bulk::{Engine, RunOptions};
 use mx_conformance::{cases, check};
 use mx_core::Policy;
 use mx_dns::{ClientOptions, HickoryClient, Nameservers, Router};
@@ -120,23 +119,13 @@ async fn lab_zone_through_the_pipeline(use_additional: bool) {
         use_additional,
         ..lab_engine(lab.addr())
     };
-    let engine = Arc::new(Engine::new(&config, Policy::default()).unwrap());
-    let output = SharedOutput::default();
     let input = names.join("\n") + "\n";
     let options = RunOptions {
         concurrency: 16,
         seed: Some(7),
         ..RunOptions::default()
     };
-    let summary = mx_bulk::run(
-        engine,
-        Box::new(Cursor::new(input.into_bytes())),
-        Box::new(output.clone()),
-        options,
-        Arc::new(Stats::default()),
-    )
-    .await
-    .unwrap();
+    let (summary, output) = run_lines(&config, input, options, Duration::from_secs(120)).await;
     assert_eq!(summary.lines, names.len() as u64);
     if use_additional {
         assert!(

@@ -4,13 +4,10 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::io::Cursor;
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{SharedOutput, lab_engine};
-use mx_bulk::{Engine, EngineConfig, RunOptions, Stats};
-use mx_core::Policy;
+use common::{lab_engine, run_lines};
+use mx_bulk::{EngineConfig, RunOptions};
 use mx_lab::{LabDns, ZoneSet};
 
 const DOMAINS: usize = 300;
@@ -71,22 +68,14 @@ async fn thirty_percent_loss_loses_no_domain() {
         retries: 4,
         ..lab_engine(lab.addr())
     };
-    let engine = Arc::new(Engine::new(&config, Policy::default()).unwrap());
     let input: String = (0..DOMAINS).map(|i| format!("d{i}.example\n")).collect();
-    let output = SharedOutput::default();
-    let summary = tokio::time::timeout(
+    let (summary, output) = run_lines(
+        &config,
+        input,
+        RunOptions::default(),
         Duration::from_secs(120),
-        mx_bulk::run(
-            engine,
-            Box::new(Cursor::new(input.into_bytes())),
-            Box::new(output.clone()),
-            RunOptions::default(),
-            Arc::new(Stats::default()),
-        ),
     )
-    .await
-    .expect("the run ends")
-    .unwrap();
+    .await;
 
     assert_eq!(summary.lines, DOMAINS as u64);
     assert_eq!(summary.ok, DOMAINS as u64, "{summary:?}");

@@ -4,13 +4,10 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::io::Cursor;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{SharedOutput, lab_engine};
-use mx_bulk::{Engine, EngineConfig, RunOptions, Stats, Summary};
-use mx_core::Policy;
+use common::{SharedOutput, lab_engine, run_lines};
+use mx_bulk::{EngineConfig, RunOptions, Summary};
 use mx_lab::{LabDns, ZoneSet};
 
 const DOMAINS: usize = 40;
@@ -32,23 +29,14 @@ async fn lab() -> LabDns {
 }
 
 async fn run(config: EngineConfig) -> (Summary, SharedOutput) {
-    let engine = Arc::new(Engine::new(&config, Policy::default()).unwrap());
     let input: String = (0..DOMAINS).map(|i| format!("d{i}.example\n")).collect();
-    let output = SharedOutput::default();
-    let summary = tokio::time::timeout(
+    run_lines(
+        &config,
+        input,
+        RunOptions::default(),
         Duration::from_secs(60),
-        mx_bulk::run(
-            engine,
-            Box::new(Cursor::new(input.into_bytes())),
-            Box::new(output.clone()),
-            RunOptions::default(),
-            Arc::new(Stats::default()),
-        ),
     )
     .await
-    .expect("the run ends")
-    .unwrap();
-    (summary, output)
 }
 
 fn queries_seen(lab: &LabDns) -> u64 {

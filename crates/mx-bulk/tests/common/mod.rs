@@ -2,11 +2,12 @@
 
 #![allow(dead_code)]
 
-use std::io::Write;
+use std::io::{Cursor, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mx_bulk::EngineConfig;
+use mx_bulk::{Engine, EngineConfig, RunOptions, Stats, Summary};
+use mx_core::Policy;
 use serde_json::Value;
 
 /// An output the test can read back after the run.
@@ -44,6 +45,31 @@ pub fn lab_engine(server: std::net::SocketAddr) -> EngineConfig {
         retries: 1,
         ..EngineConfig::default()
     }
+}
+
+/// One bulk run of `input` (lines) through an engine made from `config`, given `limit` to end.
+pub async fn run_lines(
+    config: &EngineConfig,
+    input: String,
+    options: RunOptions,
+    limit: Duration,
+) -> (Summary, SharedOutput) {
+    let engine = Arc::new(Engine::new(config, Policy::default()).unwrap());
+    let output = SharedOutput::default();
+    let summary = tokio::time::timeout(
+        limit,
+        mx_bulk::run(
+            engine,
+            Box::new(Cursor::new(input.into_bytes())),
+            Box::new(output.clone()),
+            options,
+            Arc::new(Stats::default()),
+        ),
+    )
+    .await
+    .expect("the run ends")
+    .unwrap();
+    (summary, output)
 }
 
 /// A route's JSON with equal preferences put in name order (the one thing the shuffle
