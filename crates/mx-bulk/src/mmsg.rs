@@ -114,7 +114,7 @@ impl RecvBatch {
         let count = usize::try_from(count).map_err(|_| std::io::Error::last_os_error())?;
         for (header, source) in headers.iter().zip(&self.sources).take(count) {
             // A source of another family cannot come from the server asked: dropped.
-            if let Some(source) = socket_addr(source) {
+            if let Some(source) = socket_addr(source, header.msg_hdr.msg_namelen) {
                 let len = (header.msg_len as usize).min(SLOT);
                 self.received.push((len, source));
             }
@@ -123,32 +123,15 @@ impl RecvBatch {
     }
 }
 
-/// The address the kernel wrote into a `sockaddr_storage`.
+/// The address the kernel wrote into a `sockaddr_storage` (`len` bytes of it), read by
+/// socket2; `None` for a family other than IPv4 and IPv6.
 #[cfg(target_os = "linux")]
-fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
-    match libc::c_int::from(storage.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says the kernel wrote a sockaddr_in, which fits in the
-            // (larger, suitably aligned) storage.
-            let v4 = unsafe { &*std::ptr::from_ref(storage).cast::<libc::sockaddr_in>() };
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr)),
-                u16::from_be(v4.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: as above, for sockaddr_in6.
-            let v6 = unsafe { &*std::ptr::from_ref(storage).cast::<libc::sockaddr_in6>() };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(v6.sin6_addr.s6_addr),
-                u16::from_be(v6.sin6_port),
-                v6.sin6_flowinfo,
-                v6.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
+fn socket_addr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    let mut copy = socket2::SockAddrStorage::zeroed();
+    // SAFETY: `sockaddr_storage` is one of this platform's `sockaddr_*` types.
+    unsafe { *copy.view_as::<libc::sockaddr_storage>() = *storage };
+    // SAFETY: the kernel initialised the address, and `len` is the length it reported.
+    unsafe { socket2::SockAddr::new(copy, len) }.as_socket()
 }
 
 /// A query waiting in a socket's outbox, with what identifies its wait (to fail it if the

@@ -108,6 +108,16 @@ impl UdpSide {
         // Updates are single inserts and removes: a poisoned map is still consistent.
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Takes out the wait of `id` if it is still the one that `token` started (a later wait
+    /// may have drawn the same id).
+    fn take(&self, id: u16, token: u64) -> Option<Pending> {
+        let mut pending = self.lock();
+        match pending.get(&id) {
+            Some(p) if p.token == token => pending.remove(&id),
+            _ => None,
+        }
+    }
 }
 
 /// Removes a pending question when its wait ends for any reason (answer, timeout, the
@@ -120,10 +130,7 @@ struct PendingGuard<'a> {
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        let mut pending = self.side.lock();
-        if pending.get(&self.id).is_some_and(|p| p.token == self.token) {
-            pending.remove(&self.id);
-        }
+        self.side.take(self.id, self.token);
     }
 }
 
@@ -160,13 +167,14 @@ pub struct Transport {
     timeout: Duration,
     retries: u32,
     counters: Arc<TransportCounters>,
-    receivers: Vec<JoinHandle<()>>,
+    /// Each socket's receive loop, sender and timeout sweeper.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Drop for Transport {
     fn drop(&mut self) {
-        for receiver in &self.receivers {
-            receiver.abort();
+        for task in &self.tasks {
+            task.abort();
         }
     }
 }
@@ -190,7 +198,7 @@ impl Transport {
             )));
         }
         let counters = Arc::new(TransportCounters::default());
-        let mut receivers = Vec::new();
+        let mut tasks = Vec::new();
         // A timeout fires up to one sweep late: an eighth of the first wait, at most 100 ms.
         let sweep =
             (config.timeout / 8).clamp(Duration::from_millis(1), Duration::from_millis(100));
@@ -208,10 +216,10 @@ impl Transport {
                         #[cfg(target_os = "linux")]
                         queued: tokio::sync::Notify::new(),
                     });
-                    receivers.push(tokio::spawn(receive(side.clone(), counters.clone())));
-                    receivers.push(tokio::spawn(expire(side.clone(), counters.clone(), sweep)));
+                    tasks.push(tokio::spawn(receive(side.clone(), counters.clone())));
+                    tasks.push(tokio::spawn(expire(side.clone(), counters.clone(), sweep)));
                     #[cfg(target_os = "linux")]
-                    receivers.push(tokio::spawn(send_queued(side.clone(), counters.clone())));
+                    tasks.push(tokio::spawn(send_queued(side.clone(), counters.clone())));
                     Ok(side)
                 })
                 .collect()
@@ -245,7 +253,7 @@ impl Transport {
             timeout: config.timeout,
             retries: config.retries,
             counters,
-            receivers,
+            tasks,
         })
     }
 
@@ -500,14 +508,7 @@ async fn send_queued(side: Arc<UdpSide>, counters: Arc<TransportCounters>) {
                 }
                 Err(error) => {
                     let failed = &queue[start];
-                    let waiter = {
-                        let mut pending = side.lock();
-                        match pending.get(&failed.id) {
-                            Some(p) if p.token == failed.token => pending.remove(&failed.id),
-                            _ => None,
-                        }
-                    };
-                    if let Some(waiter) = waiter {
+                    if let Some(waiter) = side.take(failed.id, failed.token) {
                         let _ = waiter.reply.send(Err(Failure::Network(error.to_string())));
                     }
                     start += 1;

@@ -14,6 +14,7 @@ use hickory_proto::serialize::binary::{
     BinDecodable, BinDecoder, BinEncodable, BinEncoder, DecodeError, EncodedSize,
 };
 use mx_core::{Answer, Failure, Outcome, QType, Question, Record, RecordData};
+use mx_dns::{convert_record, core_name};
 
 /// EDNS payload size we advertise: the DNS flag day 2020 value, which avoids IP fragmentation.
 pub const EDNS_PAYLOAD: u16 = 1232;
@@ -41,17 +42,6 @@ pub fn wire_name(question: &Question) -> Result<Name, Failure> {
         .map_err(|e| Failure::Malformed(format!("bad name {}: {e}", question.name)))?;
     name.set_fqdn(true);
     Ok(name)
-}
-
-/// mx-core's `normalize_dns_name` of a wire name (lower case, no trailing dot), with one
-/// allocation instead of two: this runs for every name of every answer.
-fn normalized(name: &Name) -> String {
-    let mut text = name.to_ascii();
-    if text.ends_with('.') {
-        text.pop();
-    }
-    text.make_ascii_lowercase();
-    text
 }
 
 /// One query message, RD set (a recursive resolver needs it, an authoritative one ignores it)
@@ -256,13 +246,13 @@ fn read_answers(
                 let mx = MX::read(decoder).map_err(bad)?;
                 RecordData::Mx {
                     preference: mx.preference,
-                    exchange: normalized(&mx.exchange),
+                    exchange: core_name(&mx.exchange),
                 }
             }
             RecordType::A => RecordData::A(A::read(decoder).map_err(bad)?.0),
             RecordType::AAAA => RecordData::Aaaa(AAAA::read(decoder).map_err(bad)?.0),
             RecordType::CNAME => {
-                RecordData::Cname(normalized(&CNAME::read(decoder).map_err(bad)?.0))
+                RecordData::Cname(core_name(&CNAME::read(decoder).map_err(bad)?.0))
             }
             RecordType::ANY | RecordType::AXFR | RecordType::IXFR => {
                 return Err(bad(DecodeError::UnknownRecordTypeValue(rtype.into())));
@@ -280,7 +270,7 @@ fn read_answers(
         }
         answered |= rtype == wanted;
         records.push(Record {
-            name: normalized(&owner),
+            name: core_name(&owner),
             ttl,
             data,
         });
@@ -326,7 +316,7 @@ pub fn additional_addresses(response: &Response) -> Vec<(Question, Outcome)> {
     let additionals: Vec<(String, &hickory_proto::rr::Record)> = response
         .additionals
         .iter()
-        .map(|r| (normalized(&r.name), r))
+        .map(|r| (core_name(&r.name), r))
         .collect();
     let mut seeds = Vec::new();
     for answer in &response.records {
@@ -357,25 +347,6 @@ pub fn additional_addresses(response: &Response) -> Vec<(Question, Outcome)> {
         }
     }
     seeds
-}
-
-/// The same conversion as mx-dns's hickory client (names through `normalize_dns_name`).
-pub fn convert_record(record: &hickory_proto::rr::Record) -> Record {
-    let data = match &record.data {
-        RData::MX(mx) => RecordData::Mx {
-            preference: mx.preference,
-            exchange: normalized(&mx.exchange),
-        },
-        RData::A(a) => RecordData::A(a.0),
-        RData::AAAA(aaaa) => RecordData::Aaaa(aaaa.0),
-        RData::CNAME(cname) => RecordData::Cname(normalized(&cname.0)),
-        _ => RecordData::Other,
-    };
-    Record {
-        name: normalized(&record.name),
-        ttl: record.ttl,
-        data,
-    }
 }
 
 #[cfg(test)]
@@ -490,7 +461,7 @@ mod tests {
         ] {
             let wire = name(text);
             assert_eq!(
-                normalized(&wire),
+                core_name(&wire),
                 mx_core::normalize_dns_name(&wire.to_ascii()),
                 "{text}"
             );

@@ -12,7 +12,7 @@ mod stub;
 pub use cache::RouteCache;
 pub use client::{BoxFuture, DnsClient};
 pub use error::DnsError;
-pub use hickory::{ClientOptions, HickoryClient, Nameservers};
+pub use hickory::{ClientOptions, HickoryClient, Nameservers, convert_record, core_name};
 pub use router::Router;
 pub use stub::{
     Rdata, RecordKind, StubAnswer, StubOptions, StubRecord, StubResolver, reverse_name,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
-use mx_core::{Failure, normalize_dns_name};
+use mx_core::Failure;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{Instant, timeout_at};
@@ -507,7 +507,7 @@ fn convert_all(records: &[Record]) -> Vec<StubRecord> {
 }
 
 fn convert(record: &Record) -> StubRecord {
-    let name = |n: &Name| normalize_dns_name(&n.to_ascii());
+    let name = crate::hickory::core_name;
     let data = match &record.data {
         RData::A(a) => Rdata::A(a.0),
         RData::AAAA(aaaa) => Rdata::Aaaa(aaaa.0),
