@@ -6,8 +6,7 @@
 //! counters: the tests here run one at a time (LOCK), feed the sender over a single SMTP
 //! connection, and reason about differences.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +16,7 @@ use mx_lab::{LabDns, ZoneSet};
 use mx_relay::Relay;
 
 mod mail_lab;
-use mail_lab::config;
+use mail_lab::{config, sample as value, scrape};
 
 static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -114,25 +113,6 @@ async fn lab() -> LabDns {
     LabDns::start(&zones, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap()
-}
-
-/// The metrics page (blocking: call it off the runtime's threads).
-fn scrape(metrics: SocketAddr) -> String {
-    let mut s = TcpStream::connect(metrics).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
-/// The value of the sample whose name (with labels) is exactly `series`; 0 when absent.
-fn value(page: &str, series: &str) -> f64 {
-    page.lines()
-        .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .find_map(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

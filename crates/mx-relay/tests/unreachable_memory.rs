@@ -7,15 +7,14 @@
 //! Attempts are counted in the process's Prometheus recorder (installed by the receiving
 //! relay's metrics endpoint), by exchanger name and outcome.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use mx_relay::Relay;
 
 mod mail_lab;
-use mail_lab::{config, lab, shared_port, submit, wait_for};
+use mail_lab::{config, lab, sample, scrape, shared_port, submit, wait_for};
 
 /// `dead.example`: a refusing primary (127.0.0.3) and a working backup (127.0.0.4).
 /// `solo.example`: only the refusing address.
@@ -52,16 +51,6 @@ async fn sender(dir: &Path, dns: SocketAddr, port: u16) -> Relay {
     Relay::start(&c).await.unwrap()
 }
 
-fn scrape(metrics: SocketAddr) -> String {
-    let mut s = TcpStream::connect(metrics).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 async fn attempts(metrics: SocketAddr, exchanger: &str, outcome: &str) -> f64 {
     let series = format!(
         "mxroute_delivery_attempts_total{{exchanger=\"{exchanger}\",outcome=\"{outcome}\"}}"
@@ -69,10 +58,7 @@ async fn attempts(metrics: SocketAddr, exchanger: &str, outcome: &str) -> f64 {
     let page = tokio::task::spawn_blocking(move || scrape(metrics))
         .await
         .unwrap();
-    page.lines()
-        .filter_map(|l| l.strip_prefix(series.as_str())?.strip_prefix(' '))
-        .find_map(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    sample(&page, &series)
 }
 
 /// Wait (bounded) until a counter reaches `n`.

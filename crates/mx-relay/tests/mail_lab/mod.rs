@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -146,4 +146,24 @@ pub async fn submit(addr: SocketAddr, from: &str, rcpts: &[&str], subject: &str)
     .await
     .unwrap();
     assert!(reply.starts_with("250"), "{reply}");
+}
+
+/// The Prometheus page of a relay's metrics endpoint (blocking: call it off the runtime's
+/// threads).
+pub fn scrape(metrics: SocketAddr) -> String {
+    let mut s = TcpStream::connect(metrics).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The value of the sample whose name (with labels) is exactly `series`; 0 when absent.
+pub fn sample(page: &str, series: &str) -> f64 {
+    page.lines()
+        .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .find_map(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
