@@ -12,17 +12,17 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mxroute");
+mod run;
+use run::{BIN, NoLine, line_after};
 
 /// Domains in the zone; mail is spread evenly over them.
 const DOMAINS: usize = 60;
@@ -119,24 +119,10 @@ fn spawn_ready(mut cmd: Command, prefix: &'static str, what: &str) -> (Proc, Str
         .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
     let stdout = child.stdout.take().unwrap();
     let child = Proc(child);
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + READY_WAIT;
-    loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) => {
-                if let Some(rest) = line.strip_prefix(prefix) {
-                    return (child, rest.to_string());
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => panic!("{what} was not ready within {READY_WAIT:?}"),
-            Err(RecvTimeoutError::Disconnected) => panic!("{what} exited before it was ready"),
-        }
+    match line_after(stdout, prefix, READY_WAIT) {
+        Ok(rest) => (child, rest),
+        Err(NoLine::Timeout) => panic!("{what} was not ready within {READY_WAIT:?}"),
+        Err(NoLine::Exited) => panic!("{what} exited before it was ready"),
     }
 }
 

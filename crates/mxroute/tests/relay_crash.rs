@@ -24,14 +24,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mx_spool::{FileSpool, Spool};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mxroute");
+mod run;
+use run::{BIN, NoLine, line_after};
 
 /// SIGKILLs, each followed by a restart on the same spool and Maildir.
 const ROUNDS: u32 = 20;
@@ -961,37 +961,23 @@ impl Lab {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             run,
         };
-        let (tx, rx) = mpsc::channel();
-        // Drains stdout for the life of the child, so it can never block on a full pipe.
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
+        match line_after(stdout, "relay: accepting SMTP on ", READY_WAIT) {
+            Ok(addr) => {
+                relay.addr = addr.trim().parse().expect("listen address");
+                relay
             }
-        });
-        let deadline = Instant::now() + READY_WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(addr) = line.strip_prefix("relay: accepting SMTP on ") {
-                        relay.addr = addr.trim().parse().expect("listen address");
-                        return relay;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => self.fail(
+            Err(NoLine::Timeout) => self.fail(
+                &format!("start {run}"),
+                &[format!("the relay was not ready within {READY_WAIT:?}")],
+            ),
+            Err(NoLine::Exited) => {
+                let status = relay.child.wait().map(|s| s.to_string());
+                self.fail(
                     &format!("start {run}"),
-                    &[format!("the relay was not ready within {READY_WAIT:?}")],
-                ),
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = relay.child.wait().map(|s| s.to_string());
-                    self.fail(
-                        &format!("start {run}"),
-                        &[format!(
-                            "the relay exited before accepting ({status:?}): a crash on restart"
-                        )],
-                    )
-                }
+                    &[format!(
+                        "the relay exited before accepting ({status:?}): a crash on restart"
+                    )],
+                )
             }
         }
     }

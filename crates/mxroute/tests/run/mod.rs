@@ -3,11 +3,11 @@
 
 #![allow(dead_code)]
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{ChildStdout, Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -90,5 +90,39 @@ pub fn mxroute(args: &[&str]) -> Run {
         code: status.code().expect("mxroute exited by a signal"),
         stdout,
         stderr,
+    }
+}
+
+/// Why a long-running child's awaited line never came.
+#[derive(Debug)]
+pub enum NoLine {
+    /// Not within the time allowed.
+    Timeout,
+    /// Its stdout closed first: the child exited.
+    Exited,
+}
+
+/// Drains a long-running child's `stdout` on a thread for the child's life (so it can never
+/// block on a full pipe) and waits, at most `within`, for a line starting with `prefix`;
+/// returns the rest of that line.
+pub fn line_after(stdout: ChildStdout, prefix: &str, within: Duration) -> Result<String, NoLine> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + within;
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => {
+                if let Some(rest) = line.strip_prefix(prefix) {
+                    return Ok(rest.to_string());
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => return Err(NoLine::Timeout),
+            Err(RecvTimeoutError::Disconnected) => return Err(NoLine::Exited),
+        }
     }
 }
