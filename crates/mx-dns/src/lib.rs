@@ -1,6 +1,6 @@
 //! DNS for routing and checking (mx-bulk has its own fast transport): our small [`DnsClient`]
-//! trait with hickory behind it, a stub resolver for any record type, a TTL
-//! cache of whole routes, and the [`Router`] that feeds DNS outcomes to mx-core's rules.
+//! trait with hickory behind it, a stub resolver for any record type, TTL caches of whole
+//! routes and of exchanger addresses, and the [`Router`] that feeds DNS outcomes to mx-core's rules.
 
 mod cache;
 mod client;
@@ -9,7 +9,7 @@ mod hickory;
 mod router;
 mod stub;
 
-pub use cache::RouteCache;
+pub use cache::{AddressCache, RouteCache};
 pub use client::{BoxFuture, DnsClient};
 pub use error::DnsError;
 pub use hickory::{ClientOptions, HickoryClient, Nameservers, convert_record, core_name};

@@ -4,11 +4,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures_util::future::join_all;
-use mx_core::{Policy, Resolution, Route, reshuffle};
+use mx_core::{Outcome, Policy, Question, Resolution, Route, reshuffle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::cache::RouteCache;
+use crate::cache::{AddressCache, RouteCache};
 use crate::client::DnsClient;
 use crate::error::DnsError;
 
@@ -16,6 +16,7 @@ pub struct Router {
     client: Arc<dyn DnsClient>,
     policy: Policy,
     cache: Option<Arc<RouteCache>>,
+    addresses: Option<Arc<AddressCache>>,
     rng: Mutex<ChaCha8Rng>,
 }
 
@@ -26,6 +27,7 @@ impl Router {
             client,
             policy,
             cache: None,
+            addresses: None,
             rng: Mutex::new(ChaCha8Rng::from_os_rng()),
         }
     }
@@ -38,6 +40,12 @@ impl Router {
 
     pub fn with_cache(mut self, cache: Arc<RouteCache>) -> Self {
         self.cache = Some(cache);
+        self
+    }
+
+    /// Share exchanger address answers between routes (see [`AddressCache`]).
+    pub fn with_address_cache(mut self, addresses: Arc<AddressCache>) -> Self {
+        self.addresses = Some(addresses);
         self
     }
 
@@ -62,7 +70,7 @@ impl Router {
             if questions.is_empty() {
                 break;
             }
-            let outcomes = join_all(questions.iter().map(|q| self.client.query(q))).await;
+            let outcomes = join_all(questions.iter().map(|q| self.ask(q))).await;
             for (question, outcome) in questions.iter().zip(outcomes) {
                 resolution.answer(question, outcome);
             }
@@ -72,6 +80,23 @@ impl Router {
             cache.insert(&route, Instant::now());
         }
         Ok(route)
+    }
+
+    async fn ask(&self, question: &Question) -> Outcome {
+        let addresses = self
+            .addresses
+            .as_ref()
+            .filter(|_| AddressCache::holds(question));
+        if let Some(addresses) = addresses
+            && let Some(answer) = addresses.get(question, Instant::now())
+        {
+            return Ok(answer);
+        }
+        let outcome = self.client.query(question).await;
+        if let (Some(addresses), Ok(answer)) = (addresses, &outcome) {
+            addresses.insert(question, answer, Instant::now());
+        }
+        outcome
     }
 
     fn lock_rng(&self) -> std::sync::MutexGuard<'_, ChaCha8Rng> {

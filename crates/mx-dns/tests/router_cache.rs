@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mx_core::{Policy, Status};
-use mx_dns::{ClientOptions, HickoryClient, Nameservers, RouteCache, Router};
+use mx_dns::{AddressCache, ClientOptions, HickoryClient, Nameservers, RouteCache, Router};
 use mx_lab::{LabDns, ZoneSet};
 
 const ZONE: &str = "
@@ -19,6 +19,10 @@ sf.example. MX 10 mx.cached.example.
 $FAULT sf.example. servfail
 tc.example. MX 10 mx.cached.example.
 $FAULT tc.example. truncate
+one.shared.example. MX 10 mx.provider.example.
+two.shared.example. MX 10 mx.provider.example.
+three.shared.example. MX 10 mx.provider.example.
+mx.provider.example. 120 A 127.0.0.5
 ";
 
 async fn lab() -> LabDns {
@@ -153,5 +157,56 @@ async fn one_cache_is_shared_safely_between_tasks() {
         21
     );
     assert_eq!(cache.len(), 3);
+    lab.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_exchanger_shared_by_many_domains_is_looked_up_once() {
+    let lab = lab().await;
+    let cache = Arc::new(RouteCache::new(100));
+    let addresses = Arc::new(AddressCache::new(100, Policy::default().negative_ttl_cap));
+    let router = router(&lab, &cache).with_address_cache(addresses.clone());
+    let mut routes = Vec::new();
+    for domain in [
+        "one.shared.example",
+        "two.shared.example",
+        "three.shared.example",
+    ] {
+        let route = router.route(domain).await.unwrap();
+        assert_eq!(route.status, Status::Ok, "{domain}");
+        assert_eq!(lab.query_count(domain, "MX"), 1, "{domain}");
+        routes.push(route);
+    }
+    assert_eq!(
+        lab.query_count("mx.provider.example", "A"),
+        1,
+        "the second and third domains asked for the shared exchanger again"
+    );
+    assert_eq!(
+        lab.query_count("mx.provider.example", "AAAA"),
+        1,
+        "its NODATA (with the zone's SOA) is shared as well"
+    );
+    for route in &routes {
+        assert_eq!(route.attempts[0].ip.to_string(), "127.0.0.5");
+        assert!(
+            route.ttl <= 120,
+            "a route outlived the address record it was built from: {}",
+            route.ttl
+        );
+    }
+    assert_eq!(addresses.len(), 2);
+    lab.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_an_address_cache_every_domain_asks_for_its_exchangers() {
+    let lab = lab().await;
+    let cache = Arc::new(RouteCache::new(100));
+    let router = router(&lab, &cache);
+    for domain in ["one.shared.example", "two.shared.example"] {
+        assert_eq!(router.route(domain).await.unwrap().status, Status::Ok);
+    }
+    assert_eq!(lab.query_count("mx.provider.example", "A"), 2);
     lab.shutdown().await;
 }

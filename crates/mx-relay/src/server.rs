@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mx_dns::{ClientOptions, HickoryClient, Nameservers, RouteCache, Router};
+use mx_dns::{AddressCache, ClientOptions, HickoryClient, Nameservers, RouteCache, Router};
 use mx_smtp::ClientConfig;
 use mx_smtp::client::Timeouts;
 use mx_smtp::{
@@ -696,8 +696,10 @@ fn engine(config: &Config, spool: Arc<FileSpool>, shared: &Shared) -> Result<Eng
             label: "routing".into(),
             message,
         })?;
-    let mut router =
-        Router::new(Arc::new(dns), routing).with_cache(Arc::new(RouteCache::new(100_000)));
+    let negative_ttl_cap = routing.negative_ttl_cap;
+    let mut router = Router::new(Arc::new(dns), routing)
+        .with_cache(Arc::new(RouteCache::new(100_000)))
+        .with_address_cache(Arc::new(AddressCache::new(10_000, negative_ttl_cap)));
     if let Some(seed) = config.routing.shuffle_seed {
         router = router.with_seed(seed);
     }
