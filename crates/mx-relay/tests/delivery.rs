@@ -23,6 +23,7 @@ mx1.remote.example.  A 127.0.0.2
 mx2.remote.example.  A 127.0.0.3
 nullmx.example.      MX 0 .
 flaky.example.       MX 10 mx1.remote.example.
+shared.example.      MX 10 mx1.remote.example.
 ";
 
 async fn exchanger(dir: &Path, name: &str, ip: &str, port: u16) -> Relay {
@@ -236,6 +237,45 @@ async fn dns_failure_defers_and_delivery_follows_recovery_and_null_sender_never_
     assert!(
         !all.iter().any(|m| m.contains("Subject: null")),
         "a bounce for the null sender was made"
+    );
+    out.shutdown().await;
+    mx1.shutdown().await;
+    dns.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_domain_on_the_same_exchanger_asks_dns_for_its_mx_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = lab(ZONE).await;
+    let port = shared_port();
+    let mx1 = exchanger(dir.path(), "mx1", "127.0.0.2", port).await;
+    let out = sender(dir.path(), dns.addr(), port).await;
+    let a = out.local_addrs()[0];
+    submit(a, "alice@home.example", &["bob@remote.example"], "first").await;
+    wait_for(
+        dir.path().join("mx1/maildir"),
+        "remote.example",
+        "bob",
+        "hello first",
+        1,
+    )
+    .await;
+    // mx1 is no relay for shared.example: its 554 comes back as a bounce, which shows the
+    // route was resolved and used.
+    submit(a, "alice@home.example", &["x@shared.example"], "second").await;
+    wait_for(
+        dir.path().join("sender/maildir"),
+        "home.example",
+        "alice",
+        "Subject: second",
+        1,
+    )
+    .await;
+    assert_eq!(dns.query_count("shared.example", "MX"), 1);
+    assert_eq!(
+        dns.query_count("mx1.remote.example", "A"),
+        1,
+        "the relay asked again for the address of an exchanger it had just looked up"
     );
     out.shutdown().await;
     mx1.shutdown().await;
