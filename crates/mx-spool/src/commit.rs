@@ -1,28 +1,34 @@
 //! Group commit: many stores and removals share the flushes that make them durable.
 //!
 //! [`Spool::store`](crate::Spool::store) pays two disk flushes per message (the file, then
-//! `queue/`). Under load a [`Committer`] does the same work for a whole batch with two
-//! flushes in all. One thread takes every request waiting in its channel (no waiting to
-//! fill a batch: while one batch is on its way to the disk, the next one gathers), and for
-//! that batch:
+//! `queue/`). Under load a [`Committer`] does the same work for a whole batch with one
+//! flush in all ([`SyncMode::Filesystem`], the default) or one per file and one for
+//! `queue/` ([`SyncMode::Files`]). One thread takes every request waiting in its channel
+//! (no waiting to fill a batch: while one batch is on its way to the disk, the next one
+//! gathers), and for that batch:
 //!
-//! 1. writes every message file (under `tmp/` or over a spare file), not yet flushed;
-//! 2. makes their contents and sizes durable: one `syncfs(2)` of the spool's file system
-//!    ([`SyncMode::Filesystem`], the default), or one `fsync` per file
-//!    ([`SyncMode::Files`]);
-//! 3. renames each into `queue/` (the files of each removal were moved to `spare/` when it
-//!    was taken into the batch);
-//! 4. fsyncs `queue/` once, which makes every rename and unlink of the batch durable;
-//! 5. only then completes each request.
+//! 1. writes every message file (under `tmp/` or over a spare file), not yet flushed, and
+//!    moves the files of each removal out of `queue/` (to `spare/`);
+//! 2. [`SyncMode::Files`] only: fsyncs each new file;
+//! 3. renames each new file into `queue/`;
+//! 4. flushes: [`SyncMode::Filesystem`] one `syncfs(2)` of the spool's file system, which
+//!    makes every file's contents and every rename and removal of the batch durable at once;
+//!    [`SyncMode::Files`] one fsync of `queue/`, for the renames and removals;
+//! 5. only then completes each request: every 250 still waits for the flush that covers its
+//!    own message.
+//!
+//! With one flush, a file's name can reach the disk before its contents do (a journal
+//! commit of the rename ahead of the data), so a power loss before the flush returned can
+//! leave in `queue/` a file whose bytes are short, zero, or an older message's (new files
+//! are written over removed ones). None of those messages was acknowledged, and none can be
+//! mistaken for mail: the length and id checks at open and the checksum at every read
+//! (`format.rs`) put such a file in `quarantine/`. Two flushes per batch (content, then
+//! names) were measured against one: the second cost a journal commit of its own, which
+//! showed in the accept latency (bench/README.md).
 //!
 //! When it has nothing to do, the committer keeps a stock of spare files (see `file.rs`) so
 //! that a burst of new messages writes over existing files instead of creating them on the
 //! way to their 250.
-//!
-//! The order of each file's steps is the order of [`Spool::store`](crate::Spool::store)
-//! (content durable, rename, directory durable), so a crash at any point leaves what a crash
-//! during `store` leaves, and recovery is the same. No request is completed before the flush
-//! that covers it returned: every 250 still waits for its own message to be on disk.
 
 use std::fs::{self, File};
 use std::io;
@@ -35,16 +41,17 @@ use tracing::warn;
 use crate::error::io_error;
 use crate::{Envelope, FileSpool, QueueId, SpoolError};
 
-/// How the contents of a batch's new files are made durable before they are renamed.
+/// How a batch is made durable.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SyncMode {
-    /// One `syncfs(2)` on the spool's file system for the whole batch: the fewest journal
-    /// commits. It also flushes whatever else is dirty on that file system, so a spool on
-    /// a file system of its own gives the steadiest latency.
+    /// Renames first, then one `syncfs(2)` of the spool's file system for the whole batch,
+    /// contents and names together: the fewest journal commits. It also flushes whatever
+    /// else is dirty on that file system, so a spool on a file system of its own gives the
+    /// steadiest latency.
     #[default]
     Filesystem,
-    /// One `fsync(2)` per file: nothing else on the file system is flushed, at the price of
-    /// (on ext4) about one journal commit per file.
+    /// One `fsync(2)` per file before its rename, then one of `queue/`: nothing else on the
+    /// file system is flushed, at the price of (on ext4) about one journal commit per file.
     Files,
 }
 
@@ -52,8 +59,9 @@ pub enum SyncMode {
 /// block (send on a channel, wake a task).
 pub type Done<T> = Box<dyn FnOnce(Result<T, SpoolError>) + Send>;
 
-/// Called from the committer's thread with a new message's id once its file is written and
-/// flushed, just before the rename that makes it visible in `queue/`. It must not block.
+/// Called from the committer's thread with a new message's id once its file is written
+/// (and, in [`SyncMode::Files`], flushed), just before the rename that makes it visible in
+/// `queue/`. It must not block.
 pub type Named = Box<dyn FnOnce(&QueueId) + Send>;
 
 enum Job {
@@ -267,47 +275,33 @@ fn commit(spool: &FileSpool, mode: SyncMode, min_free_bytes: u64, batch: Vec<Job
         }
     }
 
-    // Step 2: the contents and sizes of the new files reach the disk.
     let fail = |w: Written, e: SpoolError| {
         drop(w.file);
         crate::file::remove_quietly(&w.path);
         (w.done)(Err(e));
     };
-    match mode {
-        SyncMode::Filesystem => {
-            // The first file of the batch was opened before any of the batch was written,
-            // so syncfs reports any write-back error since (Linux 5.8 and later).
-            let synced = match written.first().and_then(|w| w.file.as_ref()) {
-                Some(file) => rustix::fs::syncfs(file).map_err(io::Error::from),
-                None => Ok(()),
-            };
-            if let Err(e) = synced {
-                let e = io_error(&spool.root().join("tmp"), e);
-                for w in written.drain(..) {
-                    fail(w, replicate(&e));
+    if mode == SyncMode::Files {
+        // Step 2: each file's contents and size reach the disk before its name can.
+        let mut kept = Vec::with_capacity(written.len());
+        for w in written.drain(..) {
+            match w.file.as_ref().map_or(Ok(()), File::sync_all) {
+                Ok(()) => kept.push(w),
+                Err(e) => {
+                    let e = io_error(&w.path, e);
+                    fail(w, e);
                 }
             }
         }
-        SyncMode::Files => {
-            let mut kept = Vec::with_capacity(written.len());
-            for w in written.drain(..) {
-                let synced = w.file.as_ref().map_or(Ok(()), File::sync_all);
-                match synced {
-                    Ok(()) => kept.push(w),
-                    Err(e) => {
-                        let e = io_error(&w.path, e);
-                        fail(w, e);
-                    }
-                }
-            }
-            written = kept;
-        }
+        written = kept;
     }
 
-    // Step 3: the renames (the removals' unlinks are done already).
+    // Step 3: the renames (the removals' moves are done already). Filesystem mode keeps the
+    // files open: syncfs on the first reports any write-back error since it was opened.
     let mut renamed = Vec::with_capacity(written.len());
     for mut w in written {
-        drop(w.file.take());
+        if mode == SyncMode::Files {
+            drop(w.file.take());
+        }
         if let Some(named) = w.named.take() {
             named(&w.id);
         }
@@ -321,8 +315,18 @@ fn commit(spool: &FileSpool, mode: SyncMode, min_free_bytes: u64, batch: Vec<Job
         return;
     }
 
-    // Step 4: one flush of queue/ for every rename and unlink of the batch.
-    match spool.sync_queue_dir() {
+    // Step 4: the batch's one flush (two in Files mode, counting step 2).
+    let first_file = renamed.first().and_then(|w| w.file.as_ref());
+    let flushed = match (mode, first_file) {
+        (SyncMode::Filesystem, Some(file)) => rustix::fs::syncfs(file)
+            .map_err(|e| io_error(&spool.root().join("queue"), io::Error::from(e))),
+        // Removals only, or Files mode: the names are all that is left to flush.
+        _ => spool.sync_queue_dir(),
+    };
+    for w in &mut renamed {
+        drop(w.file.take());
+    }
+    match flushed {
         Ok(()) => {
             spool.recycle(spares);
             for w in renamed {

@@ -32,7 +32,7 @@ pub enum SpoolError {
     },
     /// The spool directory was written by another (or no) version of the format.
     #[error(
-        "spool format version {found:?} is not supported (this build reads only \"mxroute-spool 1\")"
+        "spool format version {found:?} is not supported (this build reads \"mxroute-spool 2\" and \"mxroute-spool 1\")"
     )]
     Version {
         /// The content of the `VERSION` file, trimmed, or a description of why there is none.

@@ -1,7 +1,7 @@
 //! The embedded backend: plain files in one directory tree.
 //!
 //! ```text
-//! <root>/VERSION        "mxroute-spool 1\n"
+//! <root>/VERSION        "mxroute-spool 2\n" (a version 1 spool is upgraded at open)
 //! <root>/lock           held with flock(2) while a FileSpool has the spool open
 //! <root>/tmp/           files being written; anything here at open was never acknowledged
 //! <root>/queue/<id>.msg    the message (see the `format` module), written once
@@ -16,12 +16,14 @@
 //! only after the removal that put it there is durable, so no name in `queue/` can ever
 //! point at a file being rewritten. What is in `spare/` is never read as mail.
 //!
-//! Durability rests on one pattern, used for every file: write it under `tmp/`, `fsync`
-//! the file (data and metadata), `rename` it into `queue/` (atomic: readers and crashes see
-//! the old name or the new, never a half file), then `fsync` the `queue/` directory so the
-//! rename itself is on disk. Once those four steps returned, the file survives a crash or a
-//! power loss; before the rename completes, a crash leaves at most a file in `tmp/`, which
-//! the next open deletes.
+//! Durability rests on one pattern, used for every file written alone: write it under
+//! `tmp/`, `fsync` the file (data and metadata), `rename` it into `queue/` (atomic: readers
+//! and crashes see the old name or the new, never a half file), then `fsync` the `queue/`
+//! directory so the rename itself is on disk. Once those four steps returned, the file
+//! survives a crash or a power loss; before the rename completes, a crash leaves at most a
+//! file in `tmp/`, which the next open deletes. The group committer (`commit.rs`) renames
+//! before its one flush instead; what a power loss can leave then is caught by the message
+//! file's checksum (`format.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ffi::OsString;
@@ -40,7 +42,10 @@ use crate::format::{self, Head, HeadError};
 use crate::{DeliveryState, Envelope, QueueId, QueuedMessage, Spool, SpoolError};
 
 /// The content of `VERSION` for this format.
-const VERSION_TEXT: &str = "mxroute-spool 1\n";
+const VERSION_TEXT: &str = "mxroute-spool 2\n";
+/// The version before message files had checksums: read, and upgraded at open, since an
+/// older build would quarantine the version 2 files it cannot read.
+const VERSION_1: &str = "mxroute-spool 1";
 /// Mail is private: the spool is readable by its owner only.
 const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
@@ -157,7 +162,7 @@ impl FileSpool {
         let version_path = root.join("VERSION");
         let text = fs::read_to_string(&version_path).map_err(|e| io_error(&version_path, e))?;
         let found = text.trim().to_string();
-        if found != VERSION_TEXT.trim() {
+        if found != VERSION_TEXT.trim() && found != VERSION_1 {
             return Err(SpoolError::Version { found });
         }
         Ok(FileSpool::at(root, None))
@@ -326,7 +331,17 @@ impl FileSpool {
                 // Lenient about surrounding white space (an operator's editor may drop the
                 // newline or add a CR), strict about everything else.
                 let found = String::from_utf8_lossy(&text).trim().to_string();
-                if found != VERSION_TEXT.trim() {
+                if found == VERSION_1 {
+                    // Its message files stay as they are (version 1 is still read); from
+                    // now on new ones have checksums, which an older build must not meet.
+                    write_durably(
+                        &self.root.join("VERSION.tmp"),
+                        &version_path,
+                        VERSION_TEXT.as_bytes(),
+                        &self.root,
+                    )?;
+                    info!(root = %self.root.display(), "spool upgraded from version 1 to 2");
+                } else if found != VERSION_TEXT.trim() {
                     return Err(SpoolError::Version { found });
                 }
                 // A missing subdirectory (an operator's cleanup) is recreated, not an error.
@@ -494,6 +509,28 @@ impl FileSpool {
         Ok(())
     }
 
+    /// [`FileSpool::quarantine`] for a message found bad while running: its message file,
+    /// then its state file if it has one. Best effort: a failure is logged, and the file
+    /// that stays is checked again at the next read or open.
+    fn quarantine_message(&self, id: &QueueId, reason: &str) {
+        if self.writable().is_err() {
+            return; // a reader beside the relay: the relay will find it
+        }
+        let mut report = RecoveryReport::default();
+        let msg = OsString::from(format!("{id}.msg"));
+        let moved = self.quarantine(&msg, reason, &mut report).and_then(|()| {
+            if self.state_path(id).exists() {
+                let state = OsString::from(format!("{id}.state"));
+                self.quarantine(&state, "its message was quarantined", &mut report)?;
+            }
+            sync_dir(&self.quarantine)?;
+            sync_dir(&self.queue)
+        });
+        if let Err(e) = moved {
+            warn!(queue_id = %id, error = %e, "spool: cannot quarantine a corrupt message");
+        }
+    }
+
     /// Opens a message file and reads its head, checking the file length against it.
     fn read_head(&self, id: &QueueId) -> Result<(Head, BufReader<File>), SpoolError> {
         let path = self.msg_path(id);
@@ -567,7 +604,7 @@ impl FileSpool {
         envelope.id = id.clone();
         envelope.size = body.len() as u64;
         let fresh = self.tmp.join(format!("{id}.msg"));
-        let head = format::encode_head(&envelope).map_err(|e| SpoolError::Io {
+        let head = format::encode_head(&envelope, body).map_err(|e| SpoolError::Io {
             path: fresh.clone(),
             source: io::Error::other(e),
         })?;
@@ -703,6 +740,16 @@ impl Spool for FileSpool {
             return Err(SpoolError::Corrupt {
                 id: id.clone(),
                 reason: format!("body is {} bytes, envelope says {size}", body.len()),
+            });
+        }
+        if let Err(reason) = head.verify_body(&body) {
+            // Never acknowledged (a power loss before its batch's flush: see format.rs) or
+            // damaged since; either way not something to send. Out of the queue, so that no
+            // run tries it again, and kept for a human.
+            self.quarantine_message(id, &reason);
+            return Err(SpoolError::Corrupt {
+                id: id.clone(),
+                reason,
             });
         }
         Ok(body)

@@ -59,7 +59,7 @@ fn round_trip_store_list_load_body_update_remove() {
     assert_eq!(report, RecoveryReport::default());
     assert_eq!(
         fs::read_to_string(root.join("VERSION")).unwrap(),
-        "mxroute-spool 1\n"
+        "mxroute-spool 2\n"
     );
     for sub in ["tmp", "queue", "quarantine"] {
         assert!(root.join(sub).is_dir(), "{sub}");
@@ -85,7 +85,7 @@ fn round_trip_store_list_load_body_update_remove() {
 
     // The file starts with the documented header.
     let raw = fs::read(root.join("queue").join(format!("{}.msg", ids[0]))).unwrap();
-    assert!(raw.starts_with(b"MXSPOOL1 "));
+    assert!(raw.starts_with(b"MXSPOOL2 "));
     assert!(raw.ends_with(&body(0)));
 
     // Untried until a run leaves a state.
@@ -475,14 +475,14 @@ fn version_mismatch_is_refused_with_the_found_version() {
     let (spool, _) = open(root);
     spool.store(envelope(1), &body(1)).unwrap();
     drop(spool);
-    fs::write(root.join("VERSION"), "mxroute-spool 2\n").unwrap();
+    fs::write(root.join("VERSION"), "mxroute-spool 3\n").unwrap();
     match FileSpool::open(root) {
         Err(e @ SpoolError::Version { .. }) => {
             let SpoolError::Version { found } = &e else {
                 unreachable!()
             };
-            assert_eq!(found, "mxroute-spool 2");
-            assert!(e.to_string().contains("mxroute-spool 2"), "{e}");
+            assert_eq!(found, "mxroute-spool 3");
+            assert!(e.to_string().contains("mxroute-spool 3"), "{e}");
         }
         other => panic!("expected a version error, got {other:?}"),
     }
@@ -495,9 +495,73 @@ fn version_mismatch_is_refused_with_the_found_version() {
     // Nothing was touched.
     assert_eq!(files_in(&root.join("queue")).len(), 1);
     // White space around the version is forgiven (an editor may drop the newline).
-    fs::write(root.join("VERSION"), "mxroute-spool 1").unwrap();
+    fs::write(root.join("VERSION"), "mxroute-spool 2").unwrap();
     let (_, report) = open(root);
     assert_eq!(report.recovered, 1);
+}
+
+#[test]
+fn a_version_1_spool_is_upgraded_and_its_messages_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (spool, _) = open(root);
+    drop(spool);
+    // A spool as the previous format left it: VERSION 1, a message without a checksum.
+    fs::write(root.join("VERSION"), "mxroute-spool 1\n").unwrap();
+    let id = "000650a1b2c3d4e5f60718";
+    let mut env = envelope(7);
+    env.id = QueueId::new(id).unwrap();
+    env.size = body(7).len() as u64;
+    let json = serde_json::to_vec(&env).unwrap();
+    let mut file = format!("MXSPOOL1 {}\n", json.len()).into_bytes();
+    file.extend_from_slice(&json);
+    file.push(b'\n');
+    file.extend_from_slice(&body(7));
+    fs::write(root.join("queue").join(format!("{id}.msg")), &file).unwrap();
+
+    let (spool, report) = open(root);
+    assert_eq!(report.recovered, 1);
+    assert!(report.quarantined.is_empty(), "{:?}", report.quarantined);
+    assert_eq!(
+        fs::read_to_string(root.join("VERSION")).unwrap(),
+        "mxroute-spool 2\n",
+        "an older build must now refuse the spool rather than quarantine new files"
+    );
+    let id = QueueId::new(id).unwrap();
+    assert_eq!(spool.body(&id).unwrap(), body(7));
+    let new = spool.store(envelope(8), &body(8)).unwrap();
+    assert_eq!(spool.body(&new).unwrap(), body(8));
+}
+
+#[test]
+fn a_body_that_fails_its_checksum_is_quarantined_when_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let id = spool.store(envelope(5), &body(5)).unwrap();
+    let other = spool.store(envelope(6), &body(6)).unwrap();
+    // Same length, other bytes at the end: a file written over an older message's, its
+    // last block never flushed before a power loss.
+    let path = dir.path().join("queue").join(format!("{id}.msg"));
+    let mut raw = fs::read(&path).unwrap();
+    let last = raw.len() - 1;
+    raw[last] ^= 0x20;
+    fs::write(&path, &raw).unwrap();
+    // The head alone still looks right: length and id match.
+    assert!(spool.load(&id).is_ok());
+    match spool.body(&id) {
+        Err(SpoolError::Corrupt { reason, .. }) => {
+            assert!(reason.contains("checksum"), "{reason}")
+        }
+        other => panic!("a damaged body was read back: {other:?}"),
+    }
+    assert_eq!(spool.list().unwrap(), vec![other.clone()], "still queued");
+    assert!(
+        dir.path()
+            .join("quarantine")
+            .join(format!("{id}.msg"))
+            .exists()
+    );
+    assert_eq!(spool.body(&other).unwrap(), body(6));
 }
 
 #[test]

@@ -806,8 +806,10 @@ fn spool_body<'a>(bytes: &'a [u8], id: &str) -> Result<&'a [u8], String> {
         .position(|&b| b == b'\n')
         .ok_or("no header line")?;
     let header = std::str::from_utf8(&bytes[..nl]).map_err(|e| e.to_string())?;
+    // Version 2: "MXSPOOL2 <json length> <crc32 hex>" (the checksum is mx-spool's to check).
     let len: usize = header
-        .strip_prefix("MXSPOOL1 ")
+        .strip_prefix("MXSPOOL2 ")
+        .and_then(|rest| rest.split(' ').next())
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| format!("bad header line {header:?}"))?;
     let json_end = nl + 1 + len;
