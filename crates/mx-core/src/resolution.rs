@@ -6,6 +6,7 @@
 //! the cache; the rules live here only, so `route`, the relay and `bulk` cannot disagree.
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use rand::RngCore;
@@ -72,12 +73,11 @@ impl Family {
     }
 
     fn addresses(&self) -> Vec<IpAddr> {
-        let Some(Resolved::Found { records, .. }) = self.resolved() else {
+        let Some(Resolved::Found { data, .. }) = self.resolved() else {
             return Vec::new();
         };
-        records
-            .iter()
-            .filter_map(|r| match r.data {
+        data.iter()
+            .filter_map(|d| match *d {
                 RecordData::A(ip) => Some(IpAddr::V4(ip)),
                 RecordData::Aaaa(ip) => Some(IpAddr::V6(ip)),
                 _ => None,
@@ -140,10 +140,10 @@ impl<'p> Resolution<'p> {
         &self.domain
     }
 
-    /// Questions still waiting for an outcome, without repeats.
+    /// Questions still waiting for an outcome, without repeats, in order.
     pub fn questions(&self) -> Vec<Question> {
-        let set: BTreeSet<Question> = match &self.stage {
-            Stage::Mx(chase) => [chase.question()].into(),
+        let mut questions: Vec<Question> = match &self.stage {
+            Stage::Mx(chase) => vec![chase.question()],
             Stage::Addresses(exchange) => exchange
                 .candidates
                 .iter()
@@ -153,9 +153,12 @@ impl<'p> Resolution<'p> {
                     _ => None,
                 })
                 .collect(),
-            Stage::Done(_) => BTreeSet::new(),
+            Stage::Done(_) => Vec::new(),
         };
-        set.into_iter().collect()
+        // Sorted in place rather than through a set: this runs every round of every domain.
+        questions.sort_unstable();
+        questions.dedup();
+        questions
     }
 
     pub fn is_complete(&self) -> bool {
@@ -268,11 +271,11 @@ impl<'p> Resolution<'p> {
                 let candidate = self.candidate(0, host, self.policy.smtp_port);
                 self.addresses_stage(true, vec![candidate])
             }
-            Resolved::Found { records, ttl } => {
+            Resolved::Found { data, ttl } => {
                 self.use_ttl(ttl);
-                let mut mx: Vec<(u16, String)> = records
+                let mut mx: Vec<(u16, String)> = data
                     .into_iter()
-                    .filter_map(|r| match r.data {
+                    .filter_map(|d| match d {
                         RecordData::Mx {
                             preference,
                             exchange,
@@ -519,21 +522,21 @@ impl<'p> Resolution<'p> {
             }
         }
         let addresses = order_addresses(v4, v6, strategy);
-        let private: Vec<String> = addresses
+        let mut private = addresses
             .iter()
             .filter(|ip| is_special_purpose(ip))
-            .map(ToString::to_string)
-            .collect();
-        if !private.is_empty() {
-            self.note_on(
-                Code::MxTargetPrivateAddress,
-                &c.host,
-                format!(
-                    "{} has non-public address(es) {}",
-                    c.host,
-                    private.join(", ")
-                ),
-            );
+            .peekable();
+        if private.peek().is_some() {
+            // Written into the message directly: a string per address and their join cost
+            // as much again, for every exchanger of a private or documentation range.
+            let mut message = format!("{} has non-public address(es) ", c.host);
+            for (i, ip) in private.enumerate() {
+                if i > 0 {
+                    message.push_str(", ");
+                }
+                let _ = write!(message, "{ip}");
+            }
+            self.note_on(Code::MxTargetPrivateAddress, &c.host, message);
         }
         let mut unusable = c.unusable;
         if unusable.is_none() && addresses.is_empty() {
@@ -718,15 +721,10 @@ fn literal_family(ip: IpAddr, qtype: QType, host: &str) -> Family {
         (IpAddr::V6(v6), QType::Aaaa) => RecordData::Aaaa(v6),
         _ => return Family::NotWanted,
     };
-    let record = crate::dns::Record {
-        name: host.to_string(),
-        ttl: u32::MAX,
-        data,
-    };
     Family::Done(
         Chase::new(host, qtype),
         Resolved::Found {
-            records: vec![record],
+            data: vec![data],
             ttl: u32::MAX,
         },
     )
