@@ -5,7 +5,6 @@
 //! [`Route`] ([`Resolution::finish`]). Whoever drives it owns the sockets, the clock and
 //! the cache; the rules live here only, so `route`, the relay and `bulk` cannot disagree.
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
@@ -677,32 +676,27 @@ fn order_exchangers(exchangers: &mut [Exchanger], rng: &mut dyn RngCore) {
 /// Step 9: attempts in order, cut at the limit, but one address kept for every preference
 /// level so a multi-homed primary never starves the backup. Returns how many were cut.
 fn build_attempts(exchangers: &[Exchanger], limit: usize) -> (Vec<Attempt>, usize) {
-    let all: Vec<Attempt> = exchangers
+    let limit = limit.max(1);
+    let mut attempts: Vec<Attempt> = Vec::new();
+    let mut cut = 0;
+    let addresses = exchangers
         .iter()
         .filter(|e| e.usable)
-        .flat_map(|e| {
-            e.addresses.iter().map(|ip| Attempt {
+        .flat_map(|e| e.addresses.iter().map(move |ip| (e, *ip)));
+    for (i, (e, ip)) in addresses.enumerate() {
+        // The levels kept so far are exactly those of the attempts kept so far, so no set of
+        // them is built: one pass, and only the attempts kept are allocated.
+        if i < limit || !attempts.iter().any(|a| a.preference == e.preference) {
+            attempts.push(Attempt {
                 preference: e.preference,
                 host: e.host.clone(),
-                ip: *ip,
+                ip,
                 port: e.port,
-            })
-        })
-        .collect();
-    let limit = limit.max(1);
-    let mut keep: Vec<bool> = (0..all.len()).map(|i| i < limit).collect();
-    let mut levels_kept: BTreeSet<u16> = all.iter().take(limit).map(|a| a.preference).collect();
-    for (i, attempt) in all.iter().enumerate() {
-        if levels_kept.insert(attempt.preference) {
-            keep[i] = true;
+            });
+        } else {
+            cut += 1;
         }
     }
-    let cut = keep.iter().filter(|k| !**k).count();
-    let attempts = all
-        .into_iter()
-        .zip(keep)
-        .filter_map(|(a, k)| k.then_some(a))
-        .collect();
     (attempts, cut)
 }
 
