@@ -331,10 +331,10 @@ impl<'p> Resolution<'p> {
 
     /// Step 5 and the name half of step 7, on MX records sorted by preference then name.
     fn exchangers_from_mx(&mut self, mx: Vec<(u16, String)>) -> Stage {
-        let mut seen: Vec<String> = Vec::new();
-        let mut candidates = Vec::new();
+        let mut candidates: Vec<Candidate> = Vec::new();
         for (preference, host) in mx {
-            if seen.contains(&host) {
+            // Every host seen so far is a candidate already: no separate list of them.
+            if candidates.iter().any(|c| c.host == host) {
                 self.note_on(
                     Code::DuplicateMx,
                     &host,
@@ -342,19 +342,20 @@ impl<'p> Resolution<'p> {
                 );
                 continue;
             }
-            seen.push(host.clone());
-            let mut candidate = self.candidate(preference, host.clone(), self.policy.smtp_port);
-            if let Some(ip) = name_as_ip(&host) {
+            let ip = name_as_ip(&host);
+            let mut candidate = self.candidate(preference, host, self.policy.smtp_port);
+            let host = candidate.host.as_str();
+            if let Some(ip) = ip {
                 self.note_on(
                     Code::MxTargetIpLiteral,
-                    &host,
+                    host,
                     format!("MX {preference} {host}. is an IP address, not a host name"),
                 );
                 candidate.v4 = Family::NotWanted;
                 candidate.v6 = Family::NotWanted;
                 if self.policy.allow_mx_to_ip {
-                    candidate.v4 = literal_family(ip, QType::A, &host);
-                    candidate.v6 = literal_family(ip, QType::Aaaa, &host);
+                    candidate.v4 = literal_family(ip, QType::A, host);
+                    candidate.v6 = literal_family(ip, QType::Aaaa, host);
                 } else {
                     candidate.unusable = Some(Unusable::IpLiteral);
                 }
@@ -390,7 +391,8 @@ impl<'p> Resolution<'p> {
     fn conclude(mut self, exchange: Exchange, rng: &mut dyn RngCore) -> Route {
         let strategy = self.policy.ip_strategy;
         let mut exchangers: Vec<(Exchanger, bool)> = Vec::new(); // (exchanger, failed temporarily)
-        for c in &exchange.candidates {
+        let implicit = exchange.implicit;
+        for c in exchange.candidates {
             let (exchanger, tempfailed) = self.judge(c, strategy);
             exchangers.push((exchanger, tempfailed));
         }
@@ -448,7 +450,7 @@ impl<'p> Resolution<'p> {
                 Status::Unroutable
             };
             let mut route = self.failed(status, false, exchangers);
-            route.implicit = exchange.implicit;
+            route.implicit = implicit;
             return route;
         }
 
@@ -465,7 +467,7 @@ impl<'p> Resolution<'p> {
         Route {
             domain: self.domain,
             status: Status::Ok,
-            implicit: exchange.implicit,
+            implicit,
             ttl: self.ttl.unwrap_or(0),
             reply: None,
             exchangers,
@@ -475,7 +477,8 @@ impl<'p> Resolution<'p> {
     }
 
     /// Step 8 for one candidate: its addresses, whether it is usable, and its diagnostics.
-    fn judge(&mut self, c: &Candidate, strategy: IpStrategy) -> (Exchanger, bool) {
+    /// Takes the candidate whole: its host becomes the exchanger's without a copy.
+    fn judge(&mut self, c: Candidate, strategy: IpStrategy) -> (Exchanger, bool) {
         let v4 = c.v4.addresses();
         let v6 = c.v6.addresses();
         for family in [&c.v4, &c.v6] {
@@ -570,7 +573,7 @@ impl<'p> Resolution<'p> {
         }
         let exchanger = Exchanger {
             preference: c.preference,
-            host: c.host.clone(),
+            host: c.host,
             addresses,
             port: c.port,
             usable: unusable.is_none(),
