@@ -122,7 +122,7 @@ struct UdpSide {
     pending: Mutex<PendingMap>,
     /// Queries waiting for the socket's sender task, which sends them in bursts.
     #[cfg(target_os = "linux")]
-    outbox: Mutex<Vec<mmsg::Outgoing>>,
+    outbox: Mutex<mmsg::Outbox>,
     #[cfg(target_os = "linux")]
     queued: tokio::sync::Notify,
 }
@@ -291,7 +291,7 @@ impl Transport {
                         socket: open_udp(server)?,
                         pending: Mutex::new(PendingMap::default()),
                         #[cfg(target_os = "linux")]
-                        outbox: Mutex::new(Vec::new()),
+                        outbox: Mutex::new(mmsg::Outbox::default()),
                         #[cfg(target_os = "linux")]
                         queued: tokio::sync::Notify::new(),
                     });
@@ -467,26 +467,28 @@ impl Transport {
             token,
             armed: true,
         };
-        let bytes = wire::encode_query(id, name, qtype)?;
         #[cfg(target_os = "linux")]
         {
+            thread_local! {
+                /// Where a query is encoded before it is copied into its socket's outbox.
+                static ENCODED: std::cell::RefCell<Vec<u8>> = const {
+                    std::cell::RefCell::new(Vec::new())
+                };
+            }
             // Counted, or failed through `reply`, by the sender task.
-            let first = {
+            let first = ENCODED.with_borrow_mut(|bytes| {
+                wire::encode_query_into(id, name, qtype, bytes)?;
                 let mut outbox = side.outbox.lock().unwrap_or_else(|p| p.into_inner());
-                outbox.push(mmsg::Outgoing {
-                    bytes,
-                    to: server,
-                    id,
-                    token,
-                });
-                outbox.len() == 1
-            };
+                outbox.push(bytes, server, id, token);
+                Ok::<_, Failure>(outbox.len() == 1)
+            })?;
             if first {
                 side.queued.notify_one();
             }
         }
         #[cfg(not(target_os = "linux"))]
         {
+            let bytes = wire::encode_query(id, name, qtype)?;
             side.socket
                 .send_to(&bytes, server)
                 .await
@@ -571,7 +573,7 @@ fn open_udp(server: SocketAddr) -> Result<UdpSocket, BulkError> {
 /// answer, as a failed `send_to` would have returned it.
 #[cfg(target_os = "linux")]
 async fn send_queued(side: Arc<UdpSide>, counters: Arc<TransportCounters>) {
-    let mut queue = Vec::new();
+    let mut queue = mmsg::Outbox::default();
     loop {
         side.queued.notified().await;
         // Let the tasks already runnable queue their queries first, so that one system call
@@ -583,7 +585,7 @@ async fn send_queued(side: Arc<UdpSide>, counters: Arc<TransportCounters>) {
         );
         let mut start = 0;
         while start < queue.len() {
-            match mmsg::send(&side.socket, &queue[start..]).await {
+            match mmsg::send(&side.socket, &queue, start).await {
                 Ok(sent) => {
                     counters
                         .udp_queries
@@ -591,7 +593,7 @@ async fn send_queued(side: Arc<UdpSide>, counters: Arc<TransportCounters>) {
                     start += sent.max(1);
                 }
                 Err(error) => {
-                    let failed = &queue[start];
+                    let failed = &queue.queries()[start];
                     let failure = Err(Failure::Network(error.to_string()));
                     side.complete(failed.id, failed.token, failure, false);
                     start += 1;
