@@ -135,22 +135,68 @@ fn socket_addr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option
 }
 
 /// A query waiting in a socket's outbox, with what identifies its wait (to fail it if the
-/// send fails).
+/// send fails); its bytes are in the outbox's buffer.
 #[cfg(target_os = "linux")]
 pub struct Outgoing {
-    pub bytes: Vec<u8>,
+    start: usize,
+    len: usize,
     pub to: SocketAddr,
     pub id: u16,
     pub token: u64,
 }
 
-/// Sends the first datagrams of `queue` (up to [`BATCH`]) with one `sendmmsg`, waiting while
-/// the socket's send buffer is full. Returns how many went out; an error is the first
-/// datagram's own (the caller fails that query and goes on with the next).
+/// The queries waiting for a socket's sender, their bytes one after another in one buffer:
+/// the sender swaps the whole outbox for its emptied one, so after the first bursts no query
+/// allocates a buffer of its own (one allocated by the asking task and freed by the sender,
+/// often on the other thread).
 #[cfg(target_os = "linux")]
-pub async fn send(socket: &UdpSocket, queue: &[Outgoing]) -> std::io::Result<usize> {
+#[derive(Default)]
+pub struct Outbox {
+    bytes: Vec<u8>,
+    queries: Vec<Outgoing>,
+}
+
+#[cfg(target_os = "linux")]
+impl Outbox {
+    pub fn push(&mut self, datagram: &[u8], to: SocketAddr, id: u16, token: u64) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(datagram);
+        self.queries.push(Outgoing {
+            start,
+            len: datagram.len(),
+            to,
+            id,
+            token,
+        });
+    }
+
+    pub fn queries(&self) -> &[Outgoing] {
+        &self.queries
+    }
+
+    pub fn len(&self) -> usize {
+        self.queries.len()
+    }
+
+    /// Empties the outbox, keeping its buffers for the next burst.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.queries.clear();
+    }
+
+    fn datagram(&self, query: &Outgoing) -> &[u8] {
+        &self.bytes[query.start..query.start + query.len]
+    }
+}
+
+/// Sends the queries of `outbox` from the `from`-th on (up to [`BATCH`] of them) with one
+/// `sendmmsg`, waiting while the socket's send buffer is full. Returns how many went out; an
+/// error is the first datagram's own (the caller fails that query and goes on with the next).
+#[cfg(target_os = "linux")]
+pub async fn send(socket: &UdpSocket, outbox: &Outbox, from: usize) -> std::io::Result<usize> {
     use std::os::fd::AsRawFd;
     use tokio::io::Interest;
+    let queue = &outbox.queries[from..];
     let queue = &queue[..queue.len().min(BATCH)];
     let addresses: Vec<socket2::SockAddr> = queue
         .iter()
@@ -159,7 +205,7 @@ pub async fn send(socket: &UdpSocket, queue: &[Outgoing]) -> std::io::Result<usi
     loop {
         socket.writable().await?;
         let sent = socket.try_io(Interest::WRITABLE, || {
-            sendmmsg(socket.as_raw_fd(), queue, &addresses)
+            sendmmsg(socket.as_raw_fd(), outbox, queue, &addresses)
         });
         match sent {
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
@@ -171,6 +217,7 @@ pub async fn send(socket: &UdpSocket, queue: &[Outgoing]) -> std::io::Result<usi
 #[cfg(target_os = "linux")]
 fn sendmmsg(
     fd: std::os::fd::RawFd,
+    outbox: &Outbox,
     queue: &[Outgoing],
     addresses: &[socket2::SockAddr],
 ) -> std::io::Result<usize> {
@@ -184,17 +231,19 @@ fn sendmmsg(
         .zip(iovecs.iter_mut())
         .zip(headers.iter_mut())
     {
-        iovec.iov_base = query.bytes.as_ptr().cast_mut().cast();
-        iovec.iov_len = query.bytes.len();
+        let datagram = outbox.datagram(query);
+        iovec.iov_base = datagram.as_ptr().cast_mut().cast();
+        iovec.iov_len = datagram.len();
         header.msg_hdr.msg_name = address.as_ptr().cast_mut().cast();
         header.msg_hdr.msg_namelen = address.len();
         header.msg_hdr.msg_iov = iovec;
         header.msg_hdr.msg_iovlen = 1;
     }
     let count = queue.len().min(addresses.len()).min(BATCH);
-    // SAFETY: the first `count` headers point at live iovecs over the queries' own bytes and at
-    // live socket addresses of the stated lengths; the kernel only reads through them
-    // (sendmmsg writes nothing but each header's msg_len), and all of it outlives the call.
+    // SAFETY: the first `count` headers point at live iovecs over the queries' own bytes in
+    // the outbox and at live socket addresses of the stated lengths; the kernel only reads
+    // through them (sendmmsg writes nothing but each header's msg_len), and all of it outlives
+    // the call.
     let sent = unsafe {
         libc::sendmmsg(
             fd,

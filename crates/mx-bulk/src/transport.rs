@@ -7,6 +7,7 @@ use std::collections::hash_map::Entry;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use hickory_proto::rr::Name;
@@ -14,7 +15,7 @@ use mx_core::{Failure, Outcome, QType, Question};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -88,7 +89,30 @@ struct Pending {
     qtype: QType,
     /// Decode the additional section too (`--use-additional` on an MX question).
     want_additional: bool,
-    reply: oneshot::Sender<Result<Response, Failure>>,
+    reply: Reply,
+}
+
+/// Where a wait stands. The answer is handed over in the map entry itself rather than through
+/// a channel: a oneshot per query was an allocation, freed on another thread, and a few
+/// atomic operations more than the lock this entry already takes.
+enum Reply {
+    /// No answer yet; the waker of the waiting query, once it has been polled.
+    Waiting(Option<Waker>),
+    /// The receive loop matched an answer and is decoding it outside the lock: neither a
+    /// duplicate answer nor the timeout sweep may take this wait any more.
+    Decoding(Option<Waker>),
+    /// The outcome, for the waiting query to take out (it removes the entry).
+    Ready(Result<Response, Failure>),
+}
+
+impl Reply {
+    /// Sets the outcome and returns the waker to wake once the lock is released.
+    fn complete(&mut self, result: Result<Response, Failure>) -> Option<Waker> {
+        match std::mem::replace(self, Reply::Ready(result)) {
+            Reply::Waiting(waker) | Reply::Decoding(waker) => waker,
+            Reply::Ready(_) => None,
+        }
+    }
 }
 
 type PendingMap = HashMap<u16, Pending, foldhash::fast::RandomState>;
@@ -98,7 +122,7 @@ struct UdpSide {
     pending: Mutex<PendingMap>,
     /// Queries waiting for the socket's sender task, which sends them in bursts.
     #[cfg(target_os = "linux")]
-    outbox: Mutex<Vec<mmsg::Outgoing>>,
+    outbox: Mutex<mmsg::Outbox>,
     #[cfg(target_os = "linux")]
     queued: tokio::sync::Notify,
 }
@@ -118,19 +142,74 @@ impl UdpSide {
             _ => None,
         }
     }
+
+    /// Hands `result` to the wait of `id` started by `token`, unless it already has one.
+    /// `only_decoding`: the receive loop completes only the wait it claimed.
+    fn complete(
+        &self,
+        id: u16,
+        token: u64,
+        result: Result<Response, Failure>,
+        only_decoding: bool,
+    ) {
+        let waker = {
+            let mut pending = self.lock();
+            match pending.get_mut(&id) {
+                Some(p)
+                    if p.token == token
+                        && match p.reply {
+                            Reply::Decoding(_) => true,
+                            Reply::Waiting(_) => !only_decoding,
+                            Reply::Ready(_) => false,
+                        } =>
+                {
+                    p.reply.complete(result)
+                }
+                _ => None,
+            }
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// The waiting query's side: its outcome once there is one (the entry is removed then),
+    /// otherwise its waker is kept for whoever completes it.
+    fn poll_reply(&self, id: u16, token: u64, waker: &Waker) -> Poll<Result<Response, Failure>> {
+        let mut pending = self.lock();
+        let Some(p) = pending.get_mut(&id).filter(|p| p.token == token) else {
+            // Only this wait removes its own entry: not reached, but not a reason to hang.
+            return Poll::Ready(Err(Failure::Network("receive loop stopped".into())));
+        };
+        match &mut p.reply {
+            Reply::Waiting(kept) | Reply::Decoding(kept) => {
+                if !kept.as_ref().is_some_and(|k| k.will_wake(waker)) {
+                    *kept = Some(waker.clone());
+                }
+                Poll::Pending
+            }
+            Reply::Ready(_) => match pending.remove(&id).map(|p| p.reply) {
+                Some(Reply::Ready(result)) => Poll::Ready(result),
+                _ => unreachable!("the entry was just seen ready"),
+            },
+        }
+    }
 }
 
-/// Removes a pending question when its wait ends for any reason (answer, timeout, the
-/// caller dropping the future), unless the receive loop already took it.
+/// Removes a pending question when the caller drops the query's future before the wait
+/// took its outcome (the wait removes the entry itself when it does).
 struct PendingGuard<'a> {
     side: &'a UdpSide,
     id: u16,
     token: u64,
+    armed: bool,
 }
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.side.take(self.id, self.token);
+        if self.armed {
+            self.side.take(self.id, self.token);
+        }
     }
 }
 
@@ -212,7 +291,7 @@ impl Transport {
                         socket: open_udp(server)?,
                         pending: Mutex::new(PendingMap::default()),
                         #[cfg(target_os = "linux")]
-                        outbox: Mutex::new(Vec::new()),
+                        outbox: Mutex::new(mmsg::Outbox::default()),
                         #[cfg(target_os = "linux")]
                         queued: tokio::sync::Notify::new(),
                     });
@@ -278,12 +357,13 @@ impl Transport {
         };
         let servers = self.servers.len();
         let mut next = self.next_server.fetch_add(1, Ordering::Relaxed);
-        let mut answered_badly = vec![false; servers];
+        // Allocated only when a server answers badly, which is rare.
+        let mut answered_badly: Vec<bool> = Vec::new();
         let mut worst: Option<Failure> = None;
         for attempt in 0..=self.retries {
             let Some(index) = (0..servers)
                 .map(|i| (next + i) % servers)
-                .find(|i| !answered_badly[*i])
+                .find(|i| !answered_badly.get(*i).copied().unwrap_or(false))
             else {
                 break;
             };
@@ -310,7 +390,7 @@ impl Transport {
                             return (Ok(answer), extras);
                         }
                         Classified::Outcome(Err(failure)) => {
-                            answered_badly[index] = true;
+                            mark(&mut answered_badly, servers, index);
                             failure
                         }
                         Classified::Truncated => {
@@ -321,7 +401,7 @@ impl Transport {
                             match tcp.await {
                                 Ok(answer) => return (Ok(answer), Vec::new()),
                                 Err(failure) => {
-                                    answered_badly[index] = true;
+                                    mark(&mut answered_badly, servers, index);
                                     failure
                                 }
                             }
@@ -331,7 +411,7 @@ impl Transport {
                 Err(failure @ (Failure::Timeout | Failure::Network(_))) => failure,
                 Err(failure) => {
                     // Matched but unreadable: this server's answer, as on the route path.
-                    answered_badly[index] = true;
+                    mark(&mut answered_badly, servers, index);
                     failure
                 }
             };
@@ -360,7 +440,7 @@ impl Transport {
             limiter.wait().await;
         }
         let side = self.side_for(server);
-        let (reply, answer) = oneshot::channel();
+        let waker = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
         let token = self.tokens.fetch_add(1, Ordering::Relaxed);
         let deadline = Instant::now() + timeout;
         let id = {
@@ -375,33 +455,40 @@ impl Transport {
                         name: name.clone(),
                         qtype,
                         want_additional,
-                        reply,
+                        reply: Reply::Waiting(Some(waker)),
                     });
                     break id;
                 }
             }
         };
-        let _guard = PendingGuard { side, id, token };
-        let bytes = wire::encode_query(id, name, qtype)?;
+        let mut guard = PendingGuard {
+            side,
+            id,
+            token,
+            armed: true,
+        };
         #[cfg(target_os = "linux")]
         {
+            thread_local! {
+                /// Where a query is encoded before it is copied into its socket's outbox.
+                static ENCODED: std::cell::RefCell<Vec<u8>> = const {
+                    std::cell::RefCell::new(Vec::new())
+                };
+            }
             // Counted, or failed through `reply`, by the sender task.
-            let first = {
+            let first = ENCODED.with_borrow_mut(|bytes| {
+                wire::encode_query_into(id, name, qtype, bytes)?;
                 let mut outbox = side.outbox.lock().unwrap_or_else(|p| p.into_inner());
-                outbox.push(mmsg::Outgoing {
-                    bytes,
-                    to: server,
-                    id,
-                    token,
-                });
-                outbox.len() == 1
-            };
+                outbox.push(bytes, server, id, token);
+                Ok::<_, Failure>(outbox.len() == 1)
+            })?;
             if first {
                 side.queued.notify_one();
             }
         }
         #[cfg(not(target_os = "linux"))]
         {
+            let bytes = wire::encode_query(id, name, qtype)?;
             side.socket
                 .send_to(&bytes, server)
                 .await
@@ -409,10 +496,9 @@ impl Transport {
             self.counters.udp_queries.fetch_add(1, Ordering::Relaxed);
         }
         // No timer of its own: the socket's sweeper answers `Timeout` once the deadline passed.
-        match answer.await {
-            Ok(decoded) => decoded,
-            Err(_) => Err(Failure::Network("receive loop stopped".into())),
-        }
+        let result = std::future::poll_fn(|cx| side.poll_reply(id, token, cx.waker())).await;
+        guard.armed = false;
+        result
     }
 
     /// The TCP retry of a truncated answer (RFC 7766 framing, one connection per question:
@@ -487,7 +573,7 @@ fn open_udp(server: SocketAddr) -> Result<UdpSocket, BulkError> {
 /// answer, as a failed `send_to` would have returned it.
 #[cfg(target_os = "linux")]
 async fn send_queued(side: Arc<UdpSide>, counters: Arc<TransportCounters>) {
-    let mut queue = Vec::new();
+    let mut queue = mmsg::Outbox::default();
     loop {
         side.queued.notified().await;
         // Let the tasks already runnable queue their queries first, so that one system call
@@ -499,7 +585,7 @@ async fn send_queued(side: Arc<UdpSide>, counters: Arc<TransportCounters>) {
         );
         let mut start = 0;
         while start < queue.len() {
-            match mmsg::send(&side.socket, &queue[start..]).await {
+            match mmsg::send(&side.socket, &queue, start).await {
                 Ok(sent) => {
                     counters
                         .udp_queries
@@ -507,10 +593,9 @@ async fn send_queued(side: Arc<UdpSide>, counters: Arc<TransportCounters>) {
                     start += sent.max(1);
                 }
                 Err(error) => {
-                    let failed = &queue[start];
-                    if let Some(waiter) = side.take(failed.id, failed.token) {
-                        let _ = waiter.reply.send(Err(Failure::Network(error.to_string())));
-                    }
+                    let failed = &queue.queries()[start];
+                    let failure = Err(Failure::Network(error.to_string()));
+                    side.complete(failed.id, failed.token, failure, false);
                     start += 1;
                 }
             }
@@ -529,16 +614,17 @@ async fn expire(side: Arc<UdpSide>, counters: Arc<TransportCounters>, period: Du
     loop {
         tick.tick().await;
         let now = Instant::now();
-        expired.extend(
-            side.lock()
-                .extract_if(|_, p| p.deadline <= now)
-                .map(|(_, p)| p.reply),
-        );
-        counters
-            .timeouts
-            .fetch_add(expired.len() as u64, Ordering::Relaxed);
-        for reply in expired.drain(..) {
-            let _ = reply.send(Err(Failure::Timeout));
+        let mut count = 0u64;
+        for p in side.lock().values_mut() {
+            // An answer being decoded or already handed over is not a timeout.
+            if p.deadline <= now && matches!(p.reply, Reply::Waiting(_)) {
+                count += 1;
+                expired.extend(p.reply.complete(Err(Failure::Timeout)));
+            }
+        }
+        counters.timeouts.fetch_add(count, Ordering::Relaxed);
+        for waker in expired.drain(..) {
+            waker.wake();
         }
     }
 }
@@ -562,25 +648,38 @@ fn deliver(side: &UdpSide, counters: &TransportCounters, datagram: &[u8], src: S
         return;
     };
     let id = header.metadata.id;
-    let waiter = {
+    let claimed = {
         let mut pending = side.lock();
-        match pending.get(&id) {
+        match pending.get_mut(&id) {
             Some(p)
-                if p.server == src
+                if matches!(p.reply, Reply::Waiting(_))
+                    && p.server == src
                     && wire::head_matches(&header.metadata, &query, id, &p.name, p.qtype) =>
             {
-                pending.remove(&id)
+                let waker = match &mut p.reply {
+                    Reply::Waiting(waker) => waker.take(),
+                    _ => None,
+                };
+                p.reply = Reply::Decoding(waker);
+                Some((p.token, p.qtype, p.want_additional))
             }
             _ => None,
         }
     };
-    match waiter {
-        Some(waiter) => {
-            let decoded = wire::decode_rest(header, rest, waiter.qtype, waiter.want_additional);
-            let _ = waiter.reply.send(decoded);
+    match claimed {
+        Some((token, qtype, want_additional)) => {
+            // Decoded outside the lock: the queries being sent on this socket need it too.
+            let decoded = wire::decode_rest(header, rest, qtype, want_additional);
+            side.complete(id, token, decoded, true);
         }
         None => {
             counters.unmatched.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Notes that server `index` answered badly (it is not asked this question again).
+fn mark(answered_badly: &mut Vec<bool>, servers: usize, index: usize) {
+    answered_badly.resize(servers, false);
+    answered_badly[index] = true;
 }

@@ -53,6 +53,20 @@ pub fn wire_name(question: &Question) -> Result<Name, Failure> {
 /// [`query_message`], without building a message, an EDNS record and a compression table per
 /// query.
 pub fn encode_query(id: u16, name: &Name, qtype: QType) -> Result<Vec<u8>, Failure> {
+    let mut bytes = Vec::with_capacity(<Header as EncodedSize>::LEN + name.len() + 2 + 16);
+    encode_query_into(id, name, qtype, &mut bytes)?;
+    Ok(bytes)
+}
+
+/// [`encode_query`] into a buffer the caller keeps (emptied first), so that a query need not
+/// allocate one.
+pub fn encode_query_into(
+    id: u16,
+    name: &Name,
+    qtype: QType,
+    bytes: &mut Vec<u8>,
+) -> Result<(), Failure> {
+    bytes.clear();
     let malformed = |e: ProtoError| Failure::Malformed(format!("cannot encode query: {e}"));
     let tail = query_tail(qtype)?;
     let mut metadata = Metadata::new(id, MessageType::Query, OpCode::Query);
@@ -66,8 +80,8 @@ pub fn encode_query(id: u16, name: &Name, qtype: QType) -> Result<Vec<u8>, Failu
             additionals: 1,
         },
     };
-    let mut bytes = Vec::with_capacity(<Header as EncodedSize>::LEN + name.len() + 2 + tail.len());
-    let mut encoder = BinEncoder::new(&mut bytes);
+    bytes.reserve(<Header as EncodedSize>::LEN + name.len() + 2 + tail.len());
+    let mut encoder = BinEncoder::new(bytes);
     header.emit(&mut encoder).map_err(malformed)?;
     // The name label by label: `Name::emit` would also copy every suffix into the encoder's
     // compression table, for a message that has no second name to compress. A `Name` already
@@ -77,7 +91,7 @@ pub fn encode_query(id: u16, name: &Name, qtype: QType) -> Result<Vec<u8>, Failu
     }
     encoder.emit(0).map_err(malformed)?;
     bytes.extend_from_slice(tail);
-    Ok(bytes)
+    Ok(())
 }
 
 /// The query [`encode_query`] puts on the wire, as a hickory message.

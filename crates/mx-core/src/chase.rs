@@ -1,13 +1,16 @@
 //! Following CNAME chains across one or more answers, bounded and loop-safe.
 
-use crate::dns::{Answer, Failure, Outcome, QType, Question, Record, RecordData};
+use crate::dns::{Answer, Failure, Outcome, QType, Question, RecordData};
 
 /// Where one lookup (a name and a type, through any CNAMEs) stands.
 #[derive(Clone, Debug)]
 pub(crate) struct Chase {
     pub qtype: QType,
-    /// Every name visited, the first being the one asked for.
-    pub names: Vec<String>,
+    /// The name asked for.
+    pub first: String,
+    /// The CNAME targets followed from it, in order: most chases follow none, and an empty
+    /// list allocates nothing.
+    pub further: Vec<String>,
     /// Lowest TTL among the CNAME records followed.
     pub cname_ttl: Option<u32>,
 }
@@ -15,9 +18,18 @@ pub(crate) struct Chase {
 /// How a lookup ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Resolved {
-    Found { records: Vec<Record>, ttl: u32 },
-    NoData { negative_ttl: Option<u32> },
-    NxDomain { negative_ttl: Option<u32> },
+    /// The data of the records of the type asked for (their owner is the chain's end; the
+    /// route reads only the data) and their lowest TTL, CNAMEs followed included.
+    Found {
+        data: Vec<RecordData>,
+        ttl: u32,
+    },
+    NoData {
+        negative_ttl: Option<u32>,
+    },
+    NxDomain {
+        negative_ttl: Option<u32>,
+    },
     Failed(Failure),
     CnameLoop,
 }
@@ -32,7 +44,8 @@ impl Chase {
     pub fn new(name: &str, qtype: QType) -> Self {
         Chase {
             qtype,
-            names: vec![name.to_string()],
+            first: name.to_string(),
+            further: Vec::new(),
             cname_ttl: None,
         }
     }
@@ -42,13 +55,14 @@ impl Chase {
     pub fn placeholder() -> Self {
         Chase {
             qtype: QType::Mx,
-            names: Vec::new(),
+            first: String::new(),
+            further: Vec::new(),
             cname_ttl: None,
         }
     }
 
     pub fn current(&self) -> &str {
-        self.names.last().map(String::as_str).unwrap_or_default()
+        self.further.last().unwrap_or(&self.first)
     }
 
     pub fn question(&self) -> Question {
@@ -63,7 +77,7 @@ impl Chase {
 
     /// Number of CNAME hops taken so far.
     pub fn hops(&self) -> usize {
-        self.names.len() - 1
+        self.further.len()
     }
 
     pub fn end(&self) -> &str {
@@ -78,19 +92,15 @@ impl Chase {
         };
         // `walk` only ever appends names not seen before, so a longer list means the end
         // moved away from the name asked.
-        let names_before = self.names.len();
+        let hops_before = self.hops();
         let found = self.walk(answer, max_hops);
         let found = match found {
             Err(()) => return Step::Done(Resolved::CnameLoop),
             Ok(found) => found,
         };
-        if !found.is_empty() {
-            let record_ttl = found.iter().map(|r| r.ttl).min().unwrap_or(0);
+        if let Some((data, record_ttl)) = found {
             let ttl = self.cname_ttl.map_or(record_ttl, |c| c.min(record_ttl));
-            return Step::Done(Resolved::Found {
-                records: found,
-                ttl,
-            });
+            return Step::Done(Resolved::Found { data, ttl });
         }
         if answer.nxdomain {
             return Step::Done(Resolved::NxDomain {
@@ -100,7 +110,7 @@ impl Chase {
         // The chain moved past what this answer covered: an authoritative server stops at
         // its zone's edge, so the new end must be asked about directly before we can say
         // it has no data.
-        if self.names.len() != names_before {
+        if self.hops() != hops_before {
             return Step::Ask;
         }
         Step::Done(Resolved::NoData {
@@ -108,31 +118,38 @@ impl Chase {
         })
     }
 
-    /// Follow the chain through this answer's records; Err on a loop or too many hops.
-    fn walk(&mut self, answer: &Answer, max_hops: usize) -> Result<Vec<Record>, ()> {
+    /// Follow the chain through this answer's records: the data of the records found at its
+    /// end and their lowest TTL, if any; Err on a loop or too many hops.
+    fn walk(
+        &mut self,
+        answer: &Answer,
+        max_hops: usize,
+    ) -> Result<Option<(Vec<RecordData>, u32)>, ()> {
         loop {
             let current = self.current();
-            let wanted: Vec<Record> = answer
-                .records
-                .iter()
-                .filter(|r| r.name == current && matches_type(&r.data, self.qtype))
-                .cloned()
-                .collect();
-            if !wanted.is_empty() {
-                return Ok(wanted);
+            let wanted =
+                |r: &&crate::dns::Record| r.name == current && matches_type(&r.data, self.qtype);
+            if let Some(ttl) = answer.records.iter().filter(wanted).map(|r| r.ttl).min() {
+                let data = answer
+                    .records
+                    .iter()
+                    .filter(wanted)
+                    .map(|r| r.data.clone())
+                    .collect();
+                return Ok(Some((data, ttl)));
             }
             let next = answer.records.iter().find_map(|r| match &r.data {
                 RecordData::Cname(target) if r.name == current => Some((target.clone(), r.ttl)),
                 _ => None,
             });
             let Some((target, ttl)) = next else {
-                return Ok(Vec::new());
+                return Ok(None);
             };
-            if self.names.contains(&target) || self.hops() >= max_hops {
+            if self.first == target || self.further.contains(&target) || self.hops() >= max_hops {
                 return Err(());
             }
             self.cname_ttl = Some(self.cname_ttl.map_or(ttl, |t| t.min(ttl)));
-            self.names.push(target);
+            self.further.push(target);
         }
     }
 }
@@ -149,6 +166,7 @@ fn matches_type(data: &RecordData, qtype: QType) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::Record;
 
     fn cname(from: &str, to: &str) -> Record {
         Record {

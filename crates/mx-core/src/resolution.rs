@@ -5,7 +5,7 @@
 //! [`Route`] ([`Resolution::finish`]). Whoever drives it owns the sockets, the clock and
 //! the cache; the rules live here only, so `route`, the relay and `bulk` cannot disagree.
 
-use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use rand::RngCore;
@@ -72,12 +72,11 @@ impl Family {
     }
 
     fn addresses(&self) -> Vec<IpAddr> {
-        let Some(Resolved::Found { records, .. }) = self.resolved() else {
+        let Some(Resolved::Found { data, .. }) = self.resolved() else {
             return Vec::new();
         };
-        records
-            .iter()
-            .filter_map(|r| match r.data {
+        data.iter()
+            .filter_map(|d| match *d {
                 RecordData::A(ip) => Some(IpAddr::V4(ip)),
                 RecordData::Aaaa(ip) => Some(IpAddr::V6(ip)),
                 _ => None,
@@ -140,10 +139,10 @@ impl<'p> Resolution<'p> {
         &self.domain
     }
 
-    /// Questions still waiting for an outcome, without repeats.
+    /// Questions still waiting for an outcome, without repeats, in order.
     pub fn questions(&self) -> Vec<Question> {
-        let set: BTreeSet<Question> = match &self.stage {
-            Stage::Mx(chase) => [chase.question()].into(),
+        let mut questions: Vec<Question> = match &self.stage {
+            Stage::Mx(chase) => vec![chase.question()],
             Stage::Addresses(exchange) => exchange
                 .candidates
                 .iter()
@@ -153,9 +152,12 @@ impl<'p> Resolution<'p> {
                     _ => None,
                 })
                 .collect(),
-            Stage::Done(_) => BTreeSet::new(),
+            Stage::Done(_) => Vec::new(),
         };
-        set.into_iter().collect()
+        // Sorted in place rather than through a set: this runs every round of every domain.
+        questions.sort_unstable();
+        questions.dedup();
+        questions
     }
 
     pub fn is_complete(&self) -> bool {
@@ -268,11 +270,11 @@ impl<'p> Resolution<'p> {
                 let candidate = self.candidate(0, host, self.policy.smtp_port);
                 self.addresses_stage(true, vec![candidate])
             }
-            Resolved::Found { records, ttl } => {
+            Resolved::Found { data, ttl } => {
                 self.use_ttl(ttl);
-                let mut mx: Vec<(u16, String)> = records
+                let mut mx: Vec<(u16, String)> = data
                     .into_iter()
-                    .filter_map(|r| match r.data {
+                    .filter_map(|d| match d {
                         RecordData::Mx {
                             preference,
                             exchange,
@@ -329,10 +331,10 @@ impl<'p> Resolution<'p> {
 
     /// Step 5 and the name half of step 7, on MX records sorted by preference then name.
     fn exchangers_from_mx(&mut self, mx: Vec<(u16, String)>) -> Stage {
-        let mut seen: Vec<String> = Vec::new();
-        let mut candidates = Vec::new();
+        let mut candidates: Vec<Candidate> = Vec::new();
         for (preference, host) in mx {
-            if seen.contains(&host) {
+            // Every host seen so far is a candidate already: no separate list of them.
+            if candidates.iter().any(|c| c.host == host) {
                 self.note_on(
                     Code::DuplicateMx,
                     &host,
@@ -340,19 +342,20 @@ impl<'p> Resolution<'p> {
                 );
                 continue;
             }
-            seen.push(host.clone());
-            let mut candidate = self.candidate(preference, host.clone(), self.policy.smtp_port);
-            if let Some(ip) = name_as_ip(&host) {
+            let ip = name_as_ip(&host);
+            let mut candidate = self.candidate(preference, host, self.policy.smtp_port);
+            let host = candidate.host.as_str();
+            if let Some(ip) = ip {
                 self.note_on(
                     Code::MxTargetIpLiteral,
-                    &host,
+                    host,
                     format!("MX {preference} {host}. is an IP address, not a host name"),
                 );
                 candidate.v4 = Family::NotWanted;
                 candidate.v6 = Family::NotWanted;
                 if self.policy.allow_mx_to_ip {
-                    candidate.v4 = literal_family(ip, QType::A, &host);
-                    candidate.v6 = literal_family(ip, QType::Aaaa, &host);
+                    candidate.v4 = literal_family(ip, QType::A, host);
+                    candidate.v6 = literal_family(ip, QType::Aaaa, host);
                 } else {
                     candidate.unusable = Some(Unusable::IpLiteral);
                 }
@@ -388,7 +391,8 @@ impl<'p> Resolution<'p> {
     fn conclude(mut self, exchange: Exchange, rng: &mut dyn RngCore) -> Route {
         let strategy = self.policy.ip_strategy;
         let mut exchangers: Vec<(Exchanger, bool)> = Vec::new(); // (exchanger, failed temporarily)
-        for c in &exchange.candidates {
+        let implicit = exchange.implicit;
+        for c in exchange.candidates {
             let (exchanger, tempfailed) = self.judge(c, strategy);
             exchangers.push((exchanger, tempfailed));
         }
@@ -446,7 +450,7 @@ impl<'p> Resolution<'p> {
                 Status::Unroutable
             };
             let mut route = self.failed(status, false, exchangers);
-            route.implicit = exchange.implicit;
+            route.implicit = implicit;
             return route;
         }
 
@@ -463,7 +467,7 @@ impl<'p> Resolution<'p> {
         Route {
             domain: self.domain,
             status: Status::Ok,
-            implicit: exchange.implicit,
+            implicit,
             ttl: self.ttl.unwrap_or(0),
             reply: None,
             exchangers,
@@ -473,7 +477,8 @@ impl<'p> Resolution<'p> {
     }
 
     /// Step 8 for one candidate: its addresses, whether it is usable, and its diagnostics.
-    fn judge(&mut self, c: &Candidate, strategy: IpStrategy) -> (Exchanger, bool) {
+    /// Takes the candidate whole: its host becomes the exchanger's without a copy.
+    fn judge(&mut self, c: Candidate, strategy: IpStrategy) -> (Exchanger, bool) {
         let v4 = c.v4.addresses();
         let v6 = c.v6.addresses();
         for family in [&c.v4, &c.v6] {
@@ -519,21 +524,21 @@ impl<'p> Resolution<'p> {
             }
         }
         let addresses = order_addresses(v4, v6, strategy);
-        let private: Vec<String> = addresses
+        let mut private = addresses
             .iter()
             .filter(|ip| is_special_purpose(ip))
-            .map(ToString::to_string)
-            .collect();
-        if !private.is_empty() {
-            self.note_on(
-                Code::MxTargetPrivateAddress,
-                &c.host,
-                format!(
-                    "{} has non-public address(es) {}",
-                    c.host,
-                    private.join(", ")
-                ),
-            );
+            .peekable();
+        if private.peek().is_some() {
+            // Written into the message directly: a string per address and their join cost
+            // as much again, for every exchanger of a private or documentation range.
+            let mut message = format!("{} has non-public address(es) ", c.host);
+            for (i, ip) in private.enumerate() {
+                if i > 0 {
+                    message.push_str(", ");
+                }
+                let _ = write!(message, "{ip}");
+            }
+            self.note_on(Code::MxTargetPrivateAddress, &c.host, message);
         }
         let mut unusable = c.unusable;
         if unusable.is_none() && addresses.is_empty() {
@@ -568,7 +573,7 @@ impl<'p> Resolution<'p> {
         }
         let exchanger = Exchanger {
             preference: c.preference,
-            host: c.host.clone(),
+            host: c.host,
             addresses,
             port: c.port,
             usable: unusable.is_none(),
@@ -674,32 +679,27 @@ fn order_exchangers(exchangers: &mut [Exchanger], rng: &mut dyn RngCore) {
 /// Step 9: attempts in order, cut at the limit, but one address kept for every preference
 /// level so a multi-homed primary never starves the backup. Returns how many were cut.
 fn build_attempts(exchangers: &[Exchanger], limit: usize) -> (Vec<Attempt>, usize) {
-    let all: Vec<Attempt> = exchangers
+    let limit = limit.max(1);
+    let mut attempts: Vec<Attempt> = Vec::new();
+    let mut cut = 0;
+    let addresses = exchangers
         .iter()
         .filter(|e| e.usable)
-        .flat_map(|e| {
-            e.addresses.iter().map(|ip| Attempt {
+        .flat_map(|e| e.addresses.iter().map(move |ip| (e, *ip)));
+    for (i, (e, ip)) in addresses.enumerate() {
+        // The levels kept so far are exactly those of the attempts kept so far, so no set of
+        // them is built: one pass, and only the attempts kept are allocated.
+        if i < limit || !attempts.iter().any(|a| a.preference == e.preference) {
+            attempts.push(Attempt {
                 preference: e.preference,
                 host: e.host.clone(),
-                ip: *ip,
+                ip,
                 port: e.port,
-            })
-        })
-        .collect();
-    let limit = limit.max(1);
-    let mut keep: Vec<bool> = (0..all.len()).map(|i| i < limit).collect();
-    let mut levels_kept: BTreeSet<u16> = all.iter().take(limit).map(|a| a.preference).collect();
-    for (i, attempt) in all.iter().enumerate() {
-        if levels_kept.insert(attempt.preference) {
-            keep[i] = true;
+            });
+        } else {
+            cut += 1;
         }
     }
-    let cut = keep.iter().filter(|k| !**k).count();
-    let attempts = all
-        .into_iter()
-        .zip(keep)
-        .filter_map(|(a, k)| k.then_some(a))
-        .collect();
     (attempts, cut)
 }
 
@@ -718,15 +718,10 @@ fn literal_family(ip: IpAddr, qtype: QType, host: &str) -> Family {
         (IpAddr::V6(v6), QType::Aaaa) => RecordData::Aaaa(v6),
         _ => return Family::NotWanted,
     };
-    let record = crate::dns::Record {
-        name: host.to_string(),
-        ttl: u32::MAX,
-        data,
-    };
     Family::Done(
         Chase::new(host, qtype),
         Resolved::Found {
-            records: vec![record],
+            data: vec![data],
             ttl: u32::MAX,
         },
     )
