@@ -319,6 +319,16 @@ impl FileSpool {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Writes this build's `VERSION`, by the same four steps as every file.
+    fn write_version(&self) -> Result<(), SpoolError> {
+        write_durably(
+            &self.root.join("VERSION.tmp"),
+            &self.root.join("VERSION"),
+            VERSION_TEXT.as_bytes(),
+            &self.root,
+        )
+    }
+
     /// Checks `VERSION`, or creates the layout in a new spool.
     fn check_or_create_layout(&self) -> Result<(), SpoolError> {
         let version_path = self.root.join("VERSION");
@@ -334,12 +344,7 @@ impl FileSpool {
                 if found == VERSION_1 {
                     // Its message files stay as they are (version 1 is still read); from
                     // now on new ones have checksums, which an older build must not meet.
-                    write_durably(
-                        &self.root.join("VERSION.tmp"),
-                        &version_path,
-                        VERSION_TEXT.as_bytes(),
-                        &self.root,
-                    )?;
+                    self.write_version()?;
                     info!(root = %self.root.display(), "spool upgraded from version 1 to 2");
                 } else if found != VERSION_TEXT.trim() {
                     return Err(SpoolError::Version { found });
@@ -367,12 +372,7 @@ impl FileSpool {
                     create_dir(dir, false)?;
                 }
                 sync_dir(&self.root)?;
-                write_durably(
-                    &self.root.join("VERSION.tmp"),
-                    &version_path,
-                    VERSION_TEXT.as_bytes(),
-                    &self.root,
-                )
+                self.write_version()
             }
             Err(e) => Err(io_error(&version_path, e)),
         }
