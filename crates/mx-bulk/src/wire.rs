@@ -38,10 +38,38 @@ pub fn record_type(qtype: QType) -> RecordType {
 
 /// The wire name of a question (absolute).
 pub fn wire_name(question: &Question) -> Result<Name, Failure> {
-    let mut name = Name::from_ascii(&question.name)
-        .map_err(|e| Failure::Malformed(format!("bad name {}: {e}", question.name)))?;
+    let mut name = match plain_wire_name(&question.name) {
+        Some(name) => name,
+        None => Name::from_ascii(&question.name)
+            .map_err(|e| Failure::Malformed(format!("bad name {}: {e}", question.name)))?,
+    };
     name.set_fqdn(true);
     Ok(name)
+}
+
+/// `Name::from_ascii` of a name with no escapes, whose every label it would take as it is
+/// (letters, digits, `_`, `-` after the first byte, `*` as the first), built from the labels
+/// directly; None for anything else, which `from_ascii` then parses (or refuses) itself.
+/// `from_ascii` reads the text a character at a time into a label string first, and was
+/// about a tenth of a bulk run's own work.
+fn plain_wire_name(text: &str) -> Option<Name> {
+    let text = text.strip_suffix('.').unwrap_or(text);
+    let mut name = Name::new();
+    for label in text.split('.') {
+        let plain = !label.is_empty()
+            && label.bytes().enumerate().all(|(i, byte)| {
+                byte.is_ascii_alphanumeric()
+                    || byte == b'_'
+                    || (byte == b'-' && i > 0)
+                    || (byte == b'*' && i == 0)
+            });
+        if !plain {
+            return None;
+        }
+        // Too long a label or name: `from_ascii` gives the error.
+        name = name.append_label(label.as_bytes()).ok()?;
+    }
+    Some(name)
 }
 
 /// One query message, RD set (a recursive resolver needs it, an authoritative one ignores it)
@@ -370,6 +398,62 @@ mod tests {
 
     fn name(s: &str) -> Name {
         Name::from_ascii(s).unwrap()
+    }
+
+    /// `wire_name` as it was before its fast path.
+    fn parsed_wire_name(text: &str) -> Result<Name, String> {
+        let mut name = Name::from_ascii(text).map_err(|e| e.to_string())?;
+        name.set_fqdn(true);
+        Ok(name)
+    }
+
+    fn question(text: &str) -> Question {
+        Question {
+            name: text.to_string(),
+            qtype: QType::Mx,
+        }
+    }
+
+    #[test]
+    fn wire_names_with_and_without_the_fast_path() {
+        let long_label = "a".repeat(64);
+        let long_name = vec!["abcdefghij"; 26].join(".");
+        for text in [
+            "example.com",
+            "Mx1.Example.COM.",
+            "*.example",
+            "_25._tcp.mx.example",
+            "a-b.example",
+            "-ab.example",
+            "a\\.b.example",
+            "a\\040b.example",
+            "a..b",
+            ".",
+            "",
+            long_label.as_str(),
+            long_name.as_str(),
+        ] {
+            let fast = wire_name(&question(text)).map_err(|_| ());
+            let parsed = parsed_wire_name(text).map_err(|_| ());
+            assert_eq!(fast, parsed, "{text}");
+            if let (Ok(fast), Ok(parsed)) = (&fast, &parsed) {
+                assert!(fast.eq_case(parsed), "{text}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_path_builds_what_from_ascii_builds(
+            text in "[a-zA-Z0-9_*.\\\\ -]{0,40}",
+        ) {
+            let fast = wire_name(&question(&text)).map_err(|_| ());
+            let parsed = parsed_wire_name(&text).map_err(|_| ());
+            proptest::prop_assert_eq!(&fast, &parsed);
+            if let (Ok(fast), Ok(parsed)) = (&fast, &parsed) {
+                proptest::prop_assert!(fast.eq_case(parsed));
+            }
+        }
     }
 
     fn response_to(id: u16, q: &str, t: RecordType) -> Message {

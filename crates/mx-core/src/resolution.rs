@@ -5,13 +5,13 @@
 //! [`Route`] ([`Resolution::finish`]). Whoever drives it owns the sockets, the clock and
 //! the cache; the rules live here only, so `route`, the relay and `bulk` cannot disagree.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use rand::RngCore;
 use rand::seq::SliceRandom;
 
 use crate::CoreError;
+use crate::IpText;
 use crate::chase::{Chase, Resolved, Step};
 use crate::dns::{Failure, Outcome, QType, Question, RecordData};
 use crate::domain::{Target, name_as_ip, parse_target};
@@ -536,7 +536,7 @@ impl<'p> Resolution<'p> {
                 if i > 0 {
                     message.push_str(", ");
                 }
-                let _ = write!(message, "{ip}");
+                message.push_str(&IpText::new(ip));
             }
             self.note_on(Code::MxTargetPrivateAddress, &c.host, message);
         }

@@ -240,6 +240,7 @@ pub struct Exchanger {
     pub preference: u16,
     /// Host name without trailing dot; "." for a null MX.
     pub host: String,
+    #[serde(serialize_with = "crate::ip_text::serialize_ips")]
     pub addresses: Vec<IpAddr>,
     /// SMTP port the attempts at this exchanger use.
     pub port: u16,
@@ -252,6 +253,7 @@ pub struct Exchanger {
 pub struct Attempt {
     pub preference: u16,
     pub host: String,
+    #[serde(serialize_with = "crate::ip_text::serialize_ip")]
     pub ip: IpAddr,
     pub port: u16,
 }

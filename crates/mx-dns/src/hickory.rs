@@ -216,11 +216,105 @@ pub fn convert_record(record: &hickory_proto::rr::Record) -> Record {
 
 /// mx-core's `normalize_dns_name` of a wire name (lower case, no trailing dot), with one
 /// allocation instead of two: it runs for every name of every answer.
+///
+/// Labels made only of the characters hickory's `to_ascii` writes as they are (letters,
+/// digits, `_`, `-` after the first byte, `*` as the first) are copied straight from the
+/// name's bytes; any other label sends the whole name through `to_ascii`, which escapes it.
+/// Both give the same text: `to_ascii` goes through `fmt` a character at a time, and was a
+/// tenth of a bulk run's own work.
 pub fn core_name(name: &Name) -> String {
+    if let Some(text) = plain_core_name(name) {
+        return text;
+    }
     let mut text = name.to_ascii();
     if text.ends_with('.') {
         text.pop();
     }
     text.make_ascii_lowercase();
     text
+}
+
+/// [`core_name`] of a name none of whose bytes `to_ascii` would escape; None otherwise.
+fn plain_core_name(name: &Name) -> Option<String> {
+    if name.is_root() {
+        return None;
+    }
+    let mut text = Vec::with_capacity(name.len());
+    for label in name.iter() {
+        let (&first, rest) = label.split_first()?;
+        if !(plain_byte(first) || first == b'*')
+            || !rest.iter().all(|&b| plain_byte(b) || b == b'-')
+        {
+            return None;
+        }
+        if !text.is_empty() {
+            text.push(b'.');
+        }
+        text.extend_from_slice(label);
+    }
+    text.make_ascii_lowercase();
+    // Only ASCII bytes were let through.
+    String::from_utf8(text).ok()
+}
+
+/// A byte `to_ascii` writes as it is wherever it stands in a label.
+fn plain_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'_'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What `core_name` was before its fast path: hickory's escaped text, normalised.
+    fn escaped_core_name(name: &Name) -> String {
+        let mut text = name.to_ascii();
+        if text.ends_with('.') {
+            text.pop();
+        }
+        text.make_ascii_lowercase();
+        text
+    }
+
+    #[test]
+    fn plain_and_escaped_names() {
+        for (labels, expected) in [
+            (vec![&b"MX1"[..], b"Example", b"COM"], "mx1.example.com"),
+            (vec![&b"*"[..], b"example"], "*.example"),
+            (vec![&b"_dmarc"[..], b"example"], "_dmarc.example"),
+            (vec![&b"a-b"[..], b"example"], "a-b.example"),
+            (vec![&b"-ab"[..], b"example"], "\\-ab.example"),
+            (vec![&b"a.b"[..], b"example"], "a\\.b.example"),
+            (vec![&b"a b"[..], b"example"], "a\\040b.example"),
+        ] {
+            let name = Name::from_labels(labels).unwrap();
+            assert_eq!(core_name(&name), expected);
+            assert_eq!(core_name(&name), escaped_core_name(&name));
+        }
+        assert_eq!(core_name(&Name::root()), escaped_core_name(&Name::root()));
+    }
+
+    proptest! {
+        #[test]
+        fn the_fast_path_writes_what_hickory_writes(
+            labels in proptest::collection::vec(
+                proptest::collection::vec(
+                    prop_oneof![
+                        8 => proptest::sample::select(
+                            b"abcXYZ019-_*".to_vec()
+                        ),
+                        1 => any::<u8>(),
+                    ],
+                    1..12,
+                ),
+                1..5,
+            ),
+            fqdn in any::<bool>(),
+        ) {
+            let mut name = Name::from_labels(labels.iter().map(|l| l.as_slice())).unwrap();
+            name.set_fqdn(fqdn);
+            prop_assert_eq!(core_name(&name), escaped_core_name(&name));
+        }
+    }
 }
