@@ -2,12 +2,13 @@
 //! It only asks the questions of mx-core's `Resolution` (so `route` and `bulk` cannot disagree)
 //! over a few long-lived UDP sockets, streaming input to output in bounded memory.
 //!
-//! The pure parts ([`wire`], [`input`], [`cache`], [`output`]) hold no sockets; [`transport`]
+//! The pure parts ([`wire`], [`input`], [`cache`], [`output`], [`json`]) hold no sockets; [`transport`]
 //! (with `mmsg`, its Linux `sendmmsg`/`recvmmsg` bursts), [`engine`] and [`pipeline`] do the I/O.
 
 pub mod cache;
 pub mod engine;
 pub mod input;
+pub mod json;
 mod mmsg;
 pub mod output;
 pub mod pipeline;
@@ -50,5 +51,5 @@ pub enum BulkError {
     Task(String),
     /// A route could not be encoded as JSON.
     #[error("cannot encode a route as JSON: {0}")]
-    Encode(#[from] serde_json::Error),
+    Encode(#[from] json::JsonError),
 }
