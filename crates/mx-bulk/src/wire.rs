@@ -14,7 +14,7 @@ use hickory_proto::serialize::binary::{
     BinDecodable, BinDecoder, BinEncodable, BinEncoder, DecodeError, EncodedSize,
 };
 use mx_core::{Answer, Failure, Outcome, QType, Question, Record, RecordData};
-use mx_dns::{convert_record, core_name};
+use mx_dns::{convert_record, core_name, is_plain_label};
 
 /// EDNS payload size we advertise: the DNS flag day 2020 value, which avoids IP fragmentation.
 pub const EDNS_PAYLOAD: u16 = 1232;
@@ -47,23 +47,16 @@ pub fn wire_name(question: &Question) -> Result<Name, Failure> {
     Ok(name)
 }
 
-/// `Name::from_ascii` of a name with no escapes, whose every label it would take as it is
-/// (letters, digits, `_`, `-` after the first byte, `*` as the first), built from the labels
-/// directly; None for anything else, which `from_ascii` then parses (or refuses) itself.
+/// `Name::from_ascii` of a name with no escapes whose every label it would take as it is
+/// ([`is_plain_label`]), built from the labels directly; None for anything else, which
+/// `from_ascii` then parses (or refuses) itself.
 /// `from_ascii` reads the text a character at a time into a label string first, and was
 /// about a tenth of a bulk run's own work.
 fn plain_wire_name(text: &str) -> Option<Name> {
     let text = text.strip_suffix('.').unwrap_or(text);
     let mut name = Name::new();
     for label in text.split('.') {
-        let plain = !label.is_empty()
-            && label.bytes().enumerate().all(|(i, byte)| {
-                byte.is_ascii_alphanumeric()
-                    || byte == b'_'
-                    || (byte == b'-' && i > 0)
-                    || (byte == b'*' && i == 0)
-            });
-        if !plain {
+        if !is_plain_label(label.as_bytes()) {
             return None;
         }
         // Too long a label or name: `from_ascii` gives the error.

@@ -241,10 +241,7 @@ fn plain_core_name(name: &Name) -> Option<String> {
     }
     let mut text = Vec::with_capacity(name.len());
     for label in name.iter() {
-        let (&first, rest) = label.split_first()?;
-        if !(plain_byte(first) || first == b'*')
-            || !rest.iter().all(|&b| plain_byte(b) || b == b'-')
-        {
+        if !is_plain_label(label) {
             return None;
         }
         if !text.is_empty() {
@@ -257,9 +254,16 @@ fn plain_core_name(name: &Name) -> Option<String> {
     String::from_utf8(text).ok()
 }
 
-/// A byte `to_ascii` writes as it is wherever it stands in a label.
-fn plain_byte(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || byte == b'_'
+/// A label that hickory's `Name::from_ascii` takes and `Name::to_ascii` writes as it is, with
+/// no escape: letters, digits and `_`, `-` after the first byte, `*` as the first.
+pub fn is_plain_label(label: &[u8]) -> bool {
+    let plain = |byte: u8| byte.is_ascii_alphanumeric() || byte == b'_';
+    match label.split_first() {
+        Some((&first, rest)) => {
+            (plain(first) || first == b'*') && rest.iter().all(|&b| plain(b) || b == b'-')
+        }
+        None => false,
+    }
 }
 
 #[cfg(test)]

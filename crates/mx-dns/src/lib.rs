@@ -12,7 +12,9 @@ mod stub;
 pub use cache::{AddressCache, RouteCache};
 pub use client::{BoxFuture, DnsClient};
 pub use error::DnsError;
-pub use hickory::{ClientOptions, HickoryClient, Nameservers, convert_record, core_name};
+pub use hickory::{
+    ClientOptions, HickoryClient, Nameservers, convert_record, core_name, is_plain_label,
+};
 pub use router::Router;
 pub use stub::{
     Rdata, RecordKind, StubAnswer, StubOptions, StubRecord, StubResolver, reverse_name,
