@@ -159,6 +159,30 @@ fn write_with_serde_json<T: Serialize>(out: &mut Vec<u8>, value: T) -> Result<()
     serde_json::to_writer(out, &value).map_err(|e| JsonError(e.to_string()))
 }
 
+/// The narrower integers, written as their 64-bit selves.
+macro_rules! widened_integers {
+    () => {
+        fn serialize_i8(self, v: i8) -> Result<(), JsonError> {
+            self.serialize_i64(i64::from(v))
+        }
+        fn serialize_i16(self, v: i16) -> Result<(), JsonError> {
+            self.serialize_i64(i64::from(v))
+        }
+        fn serialize_i32(self, v: i32) -> Result<(), JsonError> {
+            self.serialize_i64(i64::from(v))
+        }
+        fn serialize_u8(self, v: u8) -> Result<(), JsonError> {
+            self.serialize_u64(u64::from(v))
+        }
+        fn serialize_u16(self, v: u16) -> Result<(), JsonError> {
+            self.serialize_u64(u64::from(v))
+        }
+        fn serialize_u32(self, v: u32) -> Result<(), JsonError> {
+            self.serialize_u64(u64::from(v))
+        }
+    };
+}
+
 impl<'a, 'w> ser::Serializer for &'w mut Writer<'a> {
     type Ok = ();
     type Error = JsonError;
@@ -170,19 +194,12 @@ impl<'a, 'w> ser::Serializer for &'w mut Writer<'a> {
     type SerializeStruct = Compound<'a, 'w>;
     type SerializeStructVariant = Compound<'a, 'w>;
 
+    widened_integers!();
+
     fn serialize_bool(self, v: bool) -> Result<(), JsonError> {
         self.out
             .extend_from_slice(if v { b"true" } else { b"false" });
         Ok(())
-    }
-    fn serialize_i8(self, v: i8) -> Result<(), JsonError> {
-        self.serialize_i64(i64::from(v))
-    }
-    fn serialize_i16(self, v: i16) -> Result<(), JsonError> {
-        self.serialize_i64(i64::from(v))
-    }
-    fn serialize_i32(self, v: i32) -> Result<(), JsonError> {
-        self.serialize_i64(i64::from(v))
     }
     fn serialize_i64(self, v: i64) -> Result<(), JsonError> {
         write_i64(self.out, v);
@@ -190,15 +207,6 @@ impl<'a, 'w> ser::Serializer for &'w mut Writer<'a> {
     }
     fn serialize_i128(self, v: i128) -> Result<(), JsonError> {
         write_with_serde_json(self.out, v)
-    }
-    fn serialize_u8(self, v: u8) -> Result<(), JsonError> {
-        self.serialize_u64(u64::from(v))
-    }
-    fn serialize_u16(self, v: u16) -> Result<(), JsonError> {
-        self.serialize_u64(u64::from(v))
-    }
-    fn serialize_u32(self, v: u32) -> Result<(), JsonError> {
-        self.serialize_u64(u64::from(v))
     }
     fn serialize_u64(self, v: u64) -> Result<(), JsonError> {
         write_u64(self.out, v);
@@ -386,49 +394,28 @@ impl<'a, 'w> Compound<'a, 'w> {
     }
 }
 
-impl ser::SerializeSeq for Compound<'_, '_> {
-    type Ok = ();
-    type Error = JsonError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), JsonError> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), JsonError> {
-        self.close()
-    }
+/// serde's four ways of writing elements one after the other, all [`Compound::element`].
+macro_rules! elements {
+    ($($trait:ident :: $method:ident),*) => {$(
+        impl ser::$trait for Compound<'_, '_> {
+            type Ok = ();
+            type Error = JsonError;
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), JsonError> {
+                self.element(value)
+            }
+            fn end(self) -> Result<(), JsonError> {
+                self.close()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for Compound<'_, '_> {
-    type Ok = ();
-    type Error = JsonError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), JsonError> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), JsonError> {
-        self.close()
-    }
-}
-
-impl ser::SerializeTupleStruct for Compound<'_, '_> {
-    type Ok = ();
-    type Error = JsonError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), JsonError> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), JsonError> {
-        self.close()
-    }
-}
-
-impl ser::SerializeTupleVariant for Compound<'_, '_> {
-    type Ok = ();
-    type Error = JsonError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), JsonError> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), JsonError> {
-        self.close()
-    }
-}
+elements!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
 
 impl ser::SerializeMap for Compound<'_, '_> {
     type Ok = ();
@@ -448,35 +435,27 @@ impl ser::SerializeMap for Compound<'_, '_> {
     }
 }
 
-impl ser::SerializeStruct for Compound<'_, '_> {
-    type Ok = ();
-    type Error = JsonError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), JsonError> {
-        self.field(key, value)
-    }
-    fn end(self) -> Result<(), JsonError> {
-        self.close()
-    }
+/// A struct's fields and a struct variant's, both [`Compound::field`].
+macro_rules! fields {
+    ($($trait:ident),*) => {$(
+        impl ser::$trait for Compound<'_, '_> {
+            type Ok = ();
+            type Error = JsonError;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<(), JsonError> {
+                self.field(key, value)
+            }
+            fn end(self) -> Result<(), JsonError> {
+                self.close()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeStructVariant for Compound<'_, '_> {
-    type Ok = ();
-    type Error = JsonError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), JsonError> {
-        self.field(key, value)
-    }
-    fn end(self) -> Result<(), JsonError> {
-        self.close()
-    }
-}
+fields!(SerializeStruct, SerializeStructVariant);
 
 /// A map key: JSON keys are strings, so integers and bools are written quoted, as serde_json
 /// writes them.
@@ -499,6 +478,8 @@ impl ser::Serializer for KeyWriter<'_> {
     type SerializeStruct = ser::Impossible<(), JsonError>;
     type SerializeStructVariant = ser::Impossible<(), JsonError>;
 
+    widened_integers!();
+
     fn serialize_str(self, v: &str) -> Result<(), JsonError> {
         write_escaped(self.out, v);
         Ok(())
@@ -509,29 +490,11 @@ impl ser::Serializer for KeyWriter<'_> {
     fn serialize_bool(self, v: bool) -> Result<(), JsonError> {
         self.serialize_str(if v { "true" } else { "false" })
     }
-    fn serialize_i8(self, v: i8) -> Result<(), JsonError> {
-        self.serialize_i64(i64::from(v))
-    }
-    fn serialize_i16(self, v: i16) -> Result<(), JsonError> {
-        self.serialize_i64(i64::from(v))
-    }
-    fn serialize_i32(self, v: i32) -> Result<(), JsonError> {
-        self.serialize_i64(i64::from(v))
-    }
     fn serialize_i64(self, v: i64) -> Result<(), JsonError> {
         self.out.push(b'"');
         write_i64(self.out, v);
         self.out.push(b'"');
         Ok(())
-    }
-    fn serialize_u8(self, v: u8) -> Result<(), JsonError> {
-        self.serialize_u64(u64::from(v))
-    }
-    fn serialize_u16(self, v: u16) -> Result<(), JsonError> {
-        self.serialize_u64(u64::from(v))
-    }
-    fn serialize_u32(self, v: u32) -> Result<(), JsonError> {
-        self.serialize_u64(u64::from(v))
     }
     fn serialize_u64(self, v: u64) -> Result<(), JsonError> {
         self.out.push(b'"');
