@@ -254,11 +254,11 @@ async fn dispatch(
                 break 'input;
             };
             let (engine, done_tx, stats) = (engine.clone(), done_tx.clone(), stats.clone());
-            let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            rng.set_stream(seq);
             let line_seq = seq;
             tasks.spawn(async move {
-                let result = engine.route(&target, &mut rng).await;
+                // Boxed: the route's state (and its random stream) is the bulk of the task,
+                // and a spawned future is copied whole into its task, at its largest size.
+                let result = Box::pin(route_line(&engine, &target, seed, line_seq)).await;
                 drop(slot);
                 let record = match &result {
                     Ok(route) => {
@@ -300,6 +300,19 @@ async fn dispatch(
         return Err(BulkError::Input(error));
     }
     Ok(Summary::new(&stats, engine.stats(), started.elapsed()))
+}
+
+/// One line's route, with the line's own random stream of the run's seed (so the shuffles do
+/// not depend on which line finished first).
+async fn route_line(
+    engine: &Engine,
+    target: &str,
+    seed: u64,
+    seq: u64,
+) -> Result<mx_core::Route, mx_core::CoreError> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(seq);
+    engine.route(target, &mut rng).await
 }
 
 /// Reads lines, handing them over in batches: as many as the input has ready (up to
