@@ -71,7 +71,7 @@ fn plain_wire_name(text: &str) -> Option<Name> {
 /// the same bytes as encoding the whole [`query_message`] (a test compares them), without a
 /// message, an EDNS record, a compression table or hickory's byte-at-a-time encoder per query.
 pub fn encode_query(id: u16, name: &Name, qtype: QType) -> Result<Vec<u8>, Failure> {
-    let mut bytes = Vec::with_capacity(<Header as EncodedSize>::LEN + name.len() + 2 + 16);
+    let mut bytes = Vec::new();
     encode_query_into(id, name, qtype, &mut bytes)?;
     Ok(bytes)
 }

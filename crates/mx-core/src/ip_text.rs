@@ -9,7 +9,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Deref;
 
-use serde::Serializer;
+use serde::{Serialize, Serializer};
 
 /// The longest text of an address: `ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255` would be
 /// 45; what this writes is at most 39 (eight groups) or `::ffff:` and a dotted quad.
@@ -139,27 +139,25 @@ impl fmt::Display for IpText {
     }
 }
 
-/// `serialize_with` for an address: the string serde's own `IpAddr` writes in a
-/// human-readable format, which is the only kind a route is written in.
-pub(crate) fn serialize_ip<S: Serializer>(ip: &IpAddr, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&IpText::new(ip))
+/// An address as a serde string: what serde's own `IpAddr` writes in a human-readable
+/// format, which is the only kind a route is written in.
+impl serde::Serialize for IpText {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self)
+    }
 }
 
-/// `serialize_with` for a list of addresses, each as [`serialize_ip`].
+/// `serialize_with` for an address.
+pub(crate) fn serialize_ip<S: Serializer>(ip: &IpAddr, serializer: S) -> Result<S::Ok, S::Error> {
+    IpText::new(ip).serialize(serializer)
+}
+
+/// `serialize_with` for a list of addresses.
 pub(crate) fn serialize_ips<S: Serializer>(
     ips: &[IpAddr],
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    serializer.collect_seq(ips.iter().map(|ip| Text(IpText::new(ip))))
-}
-
-/// An [`IpText`] as a serde string.
-struct Text(IpText);
-
-impl serde::Serialize for Text {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
-    }
+    serializer.collect_seq(ips.iter().map(IpText::new))
 }
 
 #[cfg(test)]
